@@ -1,0 +1,163 @@
+"""The application object and its routes.
+
+`Keyloom` holds every piece of state (settings, key pool, upstream client, model
+catalog, services); handlers receive it and nothing else. Nothing here is a
+module global, so tests run several instances side by side in one process.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
+from tornado.netutil import bind_sockets
+
+from .catalog import ModelCatalog
+from .chat import ChatService
+from .clock import Clock, SystemClock
+from .dispatch import Dispatcher
+from .handlers.base import NotFoundHandler
+from .handlers.chat import ChatCompletionsHandler
+from .handlers.health import HealthHandler
+from .handlers.models import ModelHandler, ModelsHandler
+from .handlers.pages import IndexHandler
+from .pool.keys import KeyPool
+from .redact import Redactor
+from .settings import Settings
+from .upstream.gemini import GeminiClient
+from .upstream.http import HttpClient
+
+log = logging.getLogger("keyloom")
+access_log = logging.getLogger("keyloom.access")
+_SLASHES = re.compile(r"/{2,}")
+
+
+class WebApp(tornado.web.Application):
+    """Tornado application that carries the Keyloom object for its handlers and forgives doubled
+    slashes (`/v1//chat/completions`, which SillyTavern sends when its base URL ends with a slash)."""
+
+    def __init__(self, keyloom: "Keyloom", handlers: list[Any], **settings: Any):
+        self.keyloom = keyloom
+        super().__init__(handlers, **settings)
+
+    def find_handler(self, request: Any, **kwargs: Any) -> Any:
+        if "//" in request.path:
+            request.path = _SLASHES.sub("/", request.path)
+        return super().find_handler(request, **kwargs)
+
+
+class LimitedHTTPServer(HTTPServer):
+    """Refuses connections beyond MAX_CONNECTIONS instead of holding them."""
+
+    def initialize(self, *args: Any, max_connections: int = 10000, **kwargs: Any) -> None:  # type: ignore[override]
+        super().initialize(*args, **kwargs)
+        self.max_connections = max_connections
+        self.open_connections = 0
+        self.refused_connections = 0
+
+    def handle_stream(self, stream: Any, address: Any) -> None:
+        if self.open_connections >= self.max_connections:
+            self.refused_connections += 1
+            stream.close()
+            return
+        self.open_connections += 1
+        super().handle_stream(stream, address)
+
+    def on_close(self, server_conn: object) -> None:
+        self.open_connections -= 1
+        super().on_close(server_conn)
+
+
+ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
+    (r"/(?:v1/)?chat/completions/?", ChatCompletionsHandler),
+    (r"/(?:v1/)?models/?", ModelsHandler),
+    (r"/(?:v1/)?models/(.+?)/?", ModelHandler),
+    (r"/health/?", HealthHandler),
+    (r"/", IndexHandler),
+]
+
+
+class Keyloom:
+    def __init__(self, settings: Settings, *, password: str, data_dir: Path, clock: Clock | None = None,
+                 demo: bool = False, redactor: Redactor | None = None):
+        self.settings = settings
+        self.password = password
+        self.data_dir = data_dir
+        self.clock = clock or SystemClock()
+        self.demo = demo
+        self.started_mono = self.clock.monotonic()
+        self.in_flight = 0
+        self.pool = KeyPool(settings.GEMINI_API_KEYS, self.clock)
+        self.redactor = redactor or Redactor()
+        self.redactor.add([*self.pool.secrets(), password])
+        self.http = HttpClient(connect_timeout=settings.UPSTREAM_CONNECT_TIMEOUT, proxy=settings.UPSTREAM_PROXY)
+        self.gemini = GeminiClient(self.http, settings.GEMINI_BASE_URL, timeout=settings.UPSTREAM_TIMEOUT,
+                                   stream_idle_timeout=settings.UPSTREAM_STREAM_IDLE_TIMEOUT, redact=self.redactor)
+        get_settings = lambda: self.settings  # noqa: E731 - live settings can be swapped in later
+        self.dispatcher = Dispatcher(self.pool, self.gemini, get_settings)
+        self.catalog = ModelCatalog(self.dispatcher, get_settings, self.clock)
+        self.chat = ChatService(self.catalog, self.dispatcher, self.http, get_settings, self.clock)
+        self.web = WebApp(self, ROUTES, default_handler_class=NotFoundHandler, log_function=self._log_request,
+                          compress_response=False)
+        self.server: LimitedHTTPServer | None = None
+        self.port: int | None = None
+        self._refresher: PeriodicCallback | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def _log_request(self, handler: tornado.web.RequestHandler) -> None:
+        if not self.settings.ACCESS_LOG:
+            return
+        status = handler.get_status()
+        level = logging.INFO if status < 500 else logging.WARNING
+        if access_log.isEnabledFor(level):
+            r = handler.request
+            # r.path never holds the query string, where hajimi-style clients put ?key=
+            access_log.log(level, "%d %s %s %s %.1fms", status, r.method, r.path, r.remote_ip,
+                           1000.0 * r.request_time())
+
+    async def start(self, port: int | None = None, host: str | None = None) -> int:
+        """Listen (port 0 picks a free one) and start background work; returns the port."""
+        s = self.settings
+        limit = int(s.MAX_REQUEST_BODY_MB * 1024 * 1024)
+        self.server = LimitedHTTPServer(self.web, max_connections=s.MAX_CONNECTIONS, xheaders=False,
+                                        max_body_size=limit, idle_connection_timeout=120, body_timeout=120,
+                                        max_buffer_size=limit + 65536)
+        sockets = bind_sockets(s.PORT if port is None else port, host if host is not None else s.HOST,
+                               family=socket.AF_UNSPEC, backlog=1024)
+        self.server.add_sockets(sockets)
+        self.port = sockets[0].getsockname()[1]
+        if self.pool.keys:
+            self._spawn(self.catalog.refresh())
+        self._refresher = PeriodicCallback(lambda: self._spawn(self.catalog.refresh()),
+                                           s.MODELS_REFRESH_INTERVAL * 1000)
+        self._refresher.start()
+        return self.port
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, give in-flight requests up to `grace` seconds, then close everything."""
+        if self._refresher is not None:
+            self._refresher.stop()
+        if self.server is not None:
+            self.server.stop()
+            deadline = time.monotonic() + grace  # real time: this is an actual wait
+            while self.in_flight > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            try:
+                await asyncio.wait_for(self.server.close_all_connections(), timeout=1.0)
+            except (asyncio.TimeoutError, Exception):
+                pass
+        for t in list(self._background):
+            t.cancel()
+        await self.http.close()

@@ -1,0 +1,108 @@
+"""The chat completion service: validate and translate a request, dispatch it, translate the answer.
+
+Handlers call `prepare`, then either `complete` (one JSON answer) or `events`
+(SSE bytes). Fake streaming and real streaming differ only in where the Gemini
+events come from; the chunking and framing are the same.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+import ujson
+
+from .catalog import ModelCatalog, model_id
+from .clock import Clock
+from .dispatch import Dispatcher
+from .errors import ApiError, bad_request, model_not_found
+from .images import fetch_images
+from .pool.policy import DispatchError, client_error
+from .settings import Settings
+from .translate import gemini_to_openai as g2o
+from .translate.openai_to_gemini import TranslationError, build_request, remote_image_urls
+from .translate.sse import DONE, frames
+from .upstream.http import HttpClient
+
+MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
+
+
+@dataclass
+class ChatPlan:
+    model: str           # the id the client asked for (shown back to it)
+    stream: bool
+    include_usage: bool
+    body: bytes          # the encoded Gemini request, sent as-is on every attempt
+
+
+class ChatService:
+    def __init__(self, catalog: ModelCatalog, dispatcher: Dispatcher, http: HttpClient,
+                 settings: Callable[[], Settings], clock: Clock):
+        self.catalog = catalog
+        self.dispatcher = dispatcher
+        self.http = http
+        self.settings = settings
+        self.clock = clock
+
+    async def prepare(self, req: Any) -> ChatPlan:
+        if not isinstance(req, dict):
+            raise bad_request("the request body must be a JSON object")
+        model = req.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise bad_request("model is required (a model id such as gemini-2.5-flash)", "model")
+        model = model_id(model.strip())
+        if not MODEL_ID.match(model):
+            raise bad_request("model is not a valid model id", "model")
+        if self.catalog.is_blocked(model):
+            raise model_not_found(model)
+        stream = req.get("stream", False)
+        if stream is None:
+            stream = False
+        if not isinstance(stream, bool):
+            raise bad_request("stream must be a boolean", "stream")
+        options = req.get("stream_options")
+        include_usage = bool(isinstance(options, dict) and options.get("include_usage") is True)
+
+        images: dict[str, tuple[str, str]] = {}
+        urls = remote_image_urls(req)
+        if urls:
+            s = self.settings()
+            images = await fetch_images(self.http, urls, max_bytes=int(s.IMAGE_FETCH_MAX_MB * 1024 * 1024),
+                                        timeout=s.IMAGE_FETCH_TIMEOUT, allow_private=s.IMAGE_FETCH_ALLOW_PRIVATE)
+        try:
+            body = build_request(req, self.catalog.traits(model), images)
+        except TranslationError as e:
+            raise bad_request(e.message, e.param) from None
+        return ChatPlan(model, stream, include_usage,
+                        ujson.dumps(body, ensure_ascii=False, escape_forward_slashes=False).encode("utf-8"))
+
+    async def _generate(self, plan: ChatPlan) -> dict[str, Any]:
+        try:
+            return await self.dispatcher.generate(plan.model, plan.body)
+        except DispatchError as e:
+            raise client_error(e) from None
+
+    async def complete(self, plan: ChatPlan) -> dict[str, Any]:
+        reply = await self._generate(plan)
+        return g2o.completion(reply, model=plan.model, created=int(self.clock.time()))
+
+    async def events(self, plan: ChatPlan) -> AsyncIterator[bytes]:
+        """SSE bytes: chunks as they are ready, then `[DONE]`. Raises ApiError on failure."""
+        chunks = g2o.ChunkStream(model=plan.model, created=int(self.clock.time()),
+                                 include_usage=plan.include_usage)
+        if self.settings().FAKE_STREAMING:
+            reply = await self._generate(plan)
+            yield frames(chunks.feed(reply) + chunks.finish()) + DONE
+            return
+        try:
+            async for event in self.dispatcher.stream(plan.model, plan.body):
+                out = chunks.feed(event)
+                if out:
+                    yield frames(out)
+        except DispatchError as e:
+            raise client_error(e) from None
+        yield frames(chunks.finish()) + DONE
+
+
+def stream_error_frame(err: ApiError) -> bytes:
+    return frames([err.body()])

@@ -1,0 +1,57 @@
+"""Client-facing errors in the OpenAI error shape.
+
+`ApiError` is a value, not tied to Tornado: services raise it, handlers write it
+(as a JSON body with its status, or as one `data: {"error": …}` event once a
+stream has begun).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def __repr__(self) -> str:
+        return f"ApiError({self.status}, {self.message!r}, code={self.code!r})"
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def not_found(message: str, code: str | None = "not_found") -> ApiError:
+    return ApiError(404, message, code=code)
+
+
+def model_not_found(model: str) -> ApiError:
+    return ApiError(404, f"The model `{model}` does not exist or you do not have access to it.",
+                    code="model_not_found", param="model")
+
+
+def unauthorized() -> ApiError:
+    return ApiError(
+        401,
+        "Incorrect API key provided. Use the Keyloom PASSWORD as your API key "
+        "(Authorization: Bearer <PASSWORD>).",
+        code="invalid_api_key",
+    )

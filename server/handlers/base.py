@@ -1,0 +1,202 @@
+"""What every handler shares: the application object, errors in the OpenAI shape, CORS,
+authentication, bounded JSON bodies, and cancelling work when the client hangs up."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Awaitable, TypeVar
+
+import tornado.web
+import ujson
+from tornado.iostream import StreamClosedError
+
+from ..auth import authorized
+from ..errors import ApiError, unauthorized
+
+if TYPE_CHECKING:
+    from ..app import Keyloom
+
+log = logging.getLogger("keyloom.http")
+T = TypeVar("T")
+
+_STATUS_TEXT = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
+                405: "Method not allowed", 413: "Request body too large", 429: "Too many requests"}
+
+
+class ClientGone(Exception):
+    """The client closed its connection; there is nobody left to answer."""
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    _task: asyncio.Future[Any] | None = None
+    _client_gone = False
+
+    @property
+    def kl(self) -> "Keyloom":
+        """The application object (set on the Tornado application; available even before initialize)."""
+        return self.application.keyloom  # type: ignore[attr-defined]
+
+    def set_default_headers(self) -> None:
+        self.clear_header("Server")
+        origin = self.request.headers.get("Origin")
+        if origin:
+            allowed = self.kl.settings.ALLOWED_ORIGINS
+            if "*" in allowed:
+                self.set_header("Access-Control-Allow-Origin", "*")
+            elif origin in allowed:
+                self.set_header("Access-Control-Allow-Origin", origin)
+                self.set_header("Vary", "Origin")
+
+    async def options(self, *args: Any) -> None:
+        """CORS preflight."""
+        self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        self.set_header("Access-Control-Allow-Headers",
+                        self.request.headers.get("Access-Control-Request-Headers",
+                                                 "Authorization, Content-Type, x-goog-api-key"))
+        self.set_header("Access-Control-Max-Age", "86400")
+        self.set_status(204)
+        self.finish()
+
+    def write_json(self, obj: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False))
+
+    def write_api_error(self, err: ApiError) -> None:
+        self.clear()
+        self.set_default_headers()
+        for k, v in err.headers.items():
+            self.set_header(k, v)
+        self.write_json(err.body(), err.status)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            self.write_api_error(exc)
+            return
+        if isinstance(exc, tornado.web.HTTPError) and status_code < 500:
+            message = _STATUS_TEXT.get(status_code, self._reason)
+            if status_code == 405:
+                message = f"{self.request.method} is not allowed on {self.request.path}"
+            self.write_api_error(ApiError(status_code, message))
+            return
+        self.write_api_error(ApiError(500, "Keyloom hit an internal error while handling this request.",
+                                      type="server_error", code="internal_error"))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, (ApiError, ClientGone)):
+            return
+        if isinstance(value, tornado.web.HTTPError) and value.status_code < 500:
+            return
+        log.error("unhandled error on %s %s", self.request.method, self.request.path, exc_info=(typ, value, tb))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, ClientGone):
+            return  # nothing to write to
+        super()._handle_request_exception(e)
+
+    # -- client disconnects --------------------------------------------------------------------
+
+    def on_connection_close(self) -> None:
+        self._client_gone = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    async def cancellable(self, aw: Awaitable[T]) -> T:
+        """Await `aw` in a task that is cancelled (closing its upstream call) if the client hangs up."""
+        self._task = task = asyncio.ensure_future(aw)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if self._client_gone:
+                raise ClientGone() from None
+            raise
+        finally:
+            self._task = None
+
+    def prepare(self) -> None:
+        self._counted = True
+        self.kl.in_flight += 1
+
+    def on_finish(self) -> None:
+        if getattr(self, "_counted", False):
+            self._counted = False
+            self.kl.in_flight -= 1
+
+
+class ApiHandler(BaseHandler):
+    """Needs the client password."""
+
+    def auth_error(self) -> ApiError | None:
+        if self.request.method == "OPTIONS" or authorized(self.request, self.kl.password):
+            return None
+        return unauthorized()
+
+    def prepare(self) -> None:
+        super().prepare()
+        if (err := self.auth_error()) is not None:
+            raise err
+
+
+@tornado.web.stream_request_body
+class JsonBodyHandler(ApiHandler):
+    """A POST with a JSON body, refused with 413 before it is read when it is too large.
+
+    An unauthenticated request's body is read and dropped before the 401 goes out: answering
+    while the client is still sending makes Tornado close the socket, and the client may then
+    see a connection reset instead of the answer.
+    """
+
+    def prepare(self) -> None:
+        BaseHandler.prepare(self)
+        self._chunks: list[bytes] = []
+        self._deferred = self.auth_error()
+        limit = int(self.kl.settings.MAX_REQUEST_BODY_MB * 1024 * 1024)
+        length = self.request.headers.get("Content-Length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                raise ApiError(400, "Content-Length is not a number") from None
+            if declared > limit:
+                raise self._deferred or ApiError(
+                    413, f"The request body is {declared} bytes; the limit is {limit} bytes (MAX_REQUEST_BODY_MB).",
+                    code="request_too_large")
+        self.request.connection.set_max_body_size(limit)
+
+    def data_received(self, chunk: bytes) -> None:
+        if not self._finished and self._deferred is None:
+            self._chunks.append(chunk)
+
+    def json_body(self) -> Any:
+        if self._deferred is not None:
+            raise self._deferred
+        raw = b"".join(self._chunks)
+        self._chunks = []
+        if not raw.strip():
+            raise ApiError(400, "The request body is empty; send a JSON object.")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, "The request body is not valid UTF-8.") from None
+        try:
+            return ujson.loads(text)
+        except (ValueError, OverflowError) as e:
+            detail = str(e)
+            if "recursion" in detail.lower() or "depth" in detail.lower():
+                detail = "it is nested too deeply"
+            raise ApiError(400, f"The request body is not valid JSON: {detail}") from None
+
+
+class NotFoundHandler(BaseHandler):
+    def prepare(self) -> None:
+        super().prepare()
+        raise ApiError(404, f"Unknown path {self.request.path}. The API lives under /v1 "
+                            "(e.g. /v1/chat/completions, /v1/models).", code="not_found")
+
+
+async def safe_flush(handler: BaseHandler) -> None:
+    try:
+        await handler.flush()
+    except StreamClosedError:
+        raise ClientGone() from None

@@ -1,0 +1,24 @@
+"""GET /health: is the process up, and counts only (no keys, no model names, no settings)."""
+from __future__ import annotations
+
+from .. import __version__
+from .base import BaseHandler
+
+
+class HealthHandler(BaseHandler):
+    def get(self) -> None:
+        kl = self.kl
+        self.set_header("Cache-Control", "no-store")
+        self.write_json({
+            "status": "ok",
+            "version": __version__,
+            "uptime_seconds": round(kl.clock.monotonic() - kl.started_mono, 1),
+            "demo": kl.demo,
+            "keys": kl.pool.counts(),
+            "models": len(kl.catalog.chat_models()),
+            "in_flight": max(0, kl.in_flight - 1),
+            "upstream": {"connections_opened": kl.http.connections_opened,
+                         "idle_connections": kl.http.idle_connections()},
+        })
+
+    head = get

@@ -1,0 +1,139 @@
+"""Start-up: read settings (exit 2 naming each bad variable), set up logging, build Keyloom, serve,
+and stop gracefully on SIGTERM/SIGINT."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Sequence
+from zoneinfo import ZoneInfo
+
+from . import __version__
+from .app import Keyloom
+from .auth import PASSWORD_FILE, load_or_create_password
+from .redact import RedactingFilter, Redactor
+from .settings import Settings, SettingsError, resolve_data_dir
+
+log = logging.getLogger("keyloom")
+SHUTDOWN_GRACE = 10.0
+
+
+def setup_logging(level: str, tz: str, redactor: Redactor) -> None:
+    zone = ZoneInfo(tz)
+
+    class Formatter(logging.Formatter):
+        def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+            return datetime.fromtimestamp(record.created, zone).strftime("%Y-%m-%d %H:%M:%S")
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter(redactor))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("tornado.access", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _announce_password(password: str, path: Path) -> None:
+    # Printed straight to the console, once, bypassing the log filter that masks it everywhere else.
+    bar = "=" * 72
+    sys.stderr.write(
+        f"{bar}\n"
+        f" PASSWORD was not set, so Keyloom generated one (shown only this once):\n\n"
+        f"     {password}\n\n"
+        f" It is kept in {path} and used again after restarts.\n"
+        f" Use it as the API key in your client. Set PASSWORD to choose your own.\n"
+        f" 未设置 PASSWORD，已自动生成上面的密码（只显示这一次），保存在 {path}。\n"
+        f"{bar}\n")
+    sys.stderr.flush()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="run.py", description="Keyloom: an OpenAI-compatible gateway to Gemini keys.")
+    p.add_argument("--demo", action="store_true",
+                   help="serve offline against a built-in simulated Gemini API with demo keys")
+    p.add_argument("--version", action="version", version=f"Keyloom {__version__}")
+    return p.parse_args(argv)
+
+
+async def serve(kl: Keyloom) -> None:
+    port = await kl.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
+            pass
+    counts = kl.pool.counts()
+    log.info("Keyloom %s listening on %s:%d with %d key(s)%s", __version__, kl.settings.HOST, port,
+             counts["total"], " [DEMO MODE]" if kl.demo else "")
+    await stop.wait()
+    log.info("stopping: no new connections; waiting up to %.0fs for %d request(s) in flight",
+             SHUTDOWN_GRACE, max(0, kl.in_flight))
+    await kl.stop(SHUTDOWN_GRACE)
+    log.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = dict(os.environ)
+    demo_upstream = None
+    try:
+        settings = Settings.from_env(env)
+    except SettingsError as e:
+        sys.stderr.write("Keyloom cannot start: invalid settings\n")
+        for p in e.problems:
+            sys.stderr.write(f"  {p}\n")
+        sys.stderr.write("See conf/settings.toml or the README's settings table.\n")
+        return 2
+
+    redactor = Redactor(settings.GEMINI_API_KEYS)
+    setup_logging(settings.LOG_LEVEL, settings.TZ, redactor)
+    data_dir = resolve_data_dir(settings.DATA_DIR)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        password, generated = load_or_create_password(settings.PASSWORD, data_dir)
+    except OSError as e:
+        sys.stderr.write(f"Keyloom cannot start: DATA_DIR {data_dir} is not usable ({e.strerror or e})\n")
+        return 2
+    redactor.add([password])
+    if generated:
+        _announce_password(password, data_dir / PASSWORD_FILE)
+    elif not settings.PASSWORD:
+        log.info("using the password stored in %s (generated at first start)", data_dir / PASSWORD_FILE)
+
+    async def run() -> None:
+        nonlocal settings, demo_upstream
+        if args.demo:
+            from .demo import DEMO_KEYS, start_demo_upstream
+            base_url, demo_upstream = await start_demo_upstream()
+            settings = settings.replace(GEMINI_BASE_URL=base_url, GEMINI_API_KEYS=list(DEMO_KEYS))
+            log.warning("DEMO MODE: answers come from a simulated Gemini API on this machine (%s), "
+                        "not from Google. Nothing leaves this machine.", base_url)
+        kl = Keyloom(settings, password=password, data_dir=data_dir, demo=args.demo, redactor=redactor)
+        if kl.pool.rejected:
+            log.warning("%d value(s) in GEMINI_API_KEYS are not keys (need 8-512 printable characters) "
+                        "and were ignored", kl.pool.rejected)
+        if not kl.pool.keys:
+            log.warning("no Gemini key configured: set GEMINI_API_KEYS (or try --demo)")
+        await serve(kl)
+        if demo_upstream is not None:
+            demo_upstream.stop()
+
+    try:
+        asyncio.run(run())
+    except OSError as e:
+        log.error("cannot listen on %s:%s: %s", settings.HOST, settings.PORT, e.strerror or e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

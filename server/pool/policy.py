@@ -1,0 +1,148 @@
+"""What each upstream failure means: for the key, for this request, and for the client.
+
+Two tables. `POLICY` says whether to try again and what happens to the key;
+`client_error` says what the client is told once no attempt is left. Changing
+retry behaviour is a change to a row here, nowhere else.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+from ..errors import ApiError
+from ..upstream.failures import (BadResponse, EmptyReply, InvalidKey, KeySuspended, LocationBlocked, ModelNotFound,
+                                 Overloaded, OutputBlocked, PermissionDenied, PromptBlocked, QuotaExceeded,
+                                 RequestRejected, ServerError, TokenLimitReached, Unreachable, UpstreamFailure,
+                                 UpstreamTimeout)
+
+
+class KeyEffect(Enum):
+    NONE = "none"          # the key did nothing wrong
+    DISABLE = "disable"    # out of rotation until an owner revives it
+    REST = "rest"          # key-specific trouble: skip it for the rest of this request
+
+
+@dataclass(frozen=True)
+class Verdict:
+    retry: bool            # another attempt may succeed
+    key: KeyEffect
+    empty: bool = False    # counts against MAX_EMPTY_RESPONSES rather than only MAX_RETRY_NUM
+
+
+POLICY: dict[type[UpstreamFailure], Verdict] = {
+    InvalidKey:        Verdict(retry=True,  key=KeyEffect.DISABLE),
+    KeySuspended:      Verdict(retry=True,  key=KeyEffect.DISABLE),
+    PermissionDenied:  Verdict(retry=True,  key=KeyEffect.REST),
+    QuotaExceeded:     Verdict(retry=True,  key=KeyEffect.REST),
+    Overloaded:        Verdict(retry=True,  key=KeyEffect.NONE),
+    ServerError:       Verdict(retry=True,  key=KeyEffect.NONE),
+    UpstreamTimeout:   Verdict(retry=True,  key=KeyEffect.NONE),
+    Unreachable:       Verdict(retry=True,  key=KeyEffect.NONE),
+    BadResponse:       Verdict(retry=True,  key=KeyEffect.NONE),
+    EmptyReply:        Verdict(retry=True,  key=KeyEffect.NONE, empty=True),
+    OutputBlocked:     Verdict(retry=True,  key=KeyEffect.NONE, empty=True),
+    RequestRejected:   Verdict(retry=False, key=KeyEffect.NONE),
+    ModelNotFound:     Verdict(retry=False, key=KeyEffect.NONE),
+    LocationBlocked:   Verdict(retry=False, key=KeyEffect.NONE),
+    PromptBlocked:     Verdict(retry=False, key=KeyEffect.NONE),
+    TokenLimitReached: Verdict(retry=False, key=KeyEffect.NONE),
+}
+_DEFAULT = Verdict(retry=True, key=KeyEffect.NONE)
+
+
+def verdict(failure: UpstreamFailure) -> Verdict:
+    for cls in type(failure).__mro__:
+        v = POLICY.get(cls)  # type: ignore[arg-type]
+        if v is not None:
+            return v
+    return _DEFAULT
+
+
+class DispatchError(Exception):
+    """No attempt produced an answer. `failures` in the order they happened; `unavailable` when the
+    pool had no usable key (before any attempt, or after every usable one was spent)."""
+
+    def __init__(self, failures: list[UpstreamFailure], *, unavailable: str = "", model: str = ""):
+        super().__init__(unavailable or (str(failures[-1]) if failures else "no attempt was made"))
+        self.failures = failures
+        self.unavailable = unavailable
+        self.model = model
+
+
+# status, type, code for a failure that ends a request
+_CLIENT: dict[type[UpstreamFailure], tuple[int, str, str]] = {
+    RequestRejected:   (400, "invalid_request_error", "upstream_rejected"),
+    ModelNotFound:     (404, "invalid_request_error", "model_not_found"),
+    PromptBlocked:     (400, "invalid_request_error", "content_filter"),
+    OutputBlocked:     (502, "server_error", "content_filter"),
+    TokenLimitReached: (400, "invalid_request_error", "max_tokens_too_small"),
+    LocationBlocked:   (502, "server_error", "location_not_supported"),
+    EmptyReply:        (502, "server_error", "empty_response"),
+    Overloaded:        (503, "server_error", "upstream_overloaded"),
+    ServerError:       (502, "server_error", "upstream_error"),
+    UpstreamTimeout:   (504, "server_error", "upstream_timeout"),
+    Unreachable:       (502, "server_error", "upstream_unreachable"),
+    BadResponse:       (502, "server_error", "upstream_bad_response"),
+    PermissionDenied:  (502, "server_error", "upstream_permission_denied"),
+    InvalidKey:        (503, "server_error", "no_usable_key"),
+    KeySuspended:      (503, "server_error", "no_usable_key"),
+}
+
+
+def _summary(failures: list[UpstreamFailure]) -> str:
+    counts: dict[str, int] = {}
+    for f in failures:
+        label = f.kind if not isinstance(f, QuotaExceeded) or not f.per else f"QuotaExceeded(per {f.per})"
+        counts[label] = counts.get(label, 0) + 1
+    return ", ".join(f"{n}× {k}" for k, n in counts.items())
+
+
+def client_error(err: DispatchError) -> ApiError:
+    """The one answer a client gets when its request could not be served."""
+    failures = err.failures
+    model = err.model
+    if not failures:
+        return ApiError(503, f"Keyloom has no usable Gemini key: {err.unavailable}", type="server_error",
+                        code="no_usable_key")
+    last = failures[-1]
+    if not verdict(last).retry:
+        status, type_, code = _lookup(last)
+        if isinstance(last, RequestRejected) and 400 <= last.status < 500:
+            status = last.status
+        prefix = "Gemini: " if isinstance(last, (RequestRejected, ModelNotFound)) else ""
+        return ApiError(status, prefix + last.message, type=type_, code=code,
+                        param="model" if isinstance(last, ModelNotFound) else None)
+
+    key_dead = (InvalidKey, KeySuspended)
+    alive = [f for f in failures if not isinstance(f, key_dead)]
+    n = len(failures)
+    attempts = f"{n} attempt{'s' if n != 1 else ''}"
+    if not alive:
+        return ApiError(503, f"No usable Gemini key: every key tried was rejected ({_summary(failures)}). "
+                             f"Last error: {last.message}", type="server_error", code="no_usable_key")
+    if all(isinstance(f, QuotaExceeded) for f in alive):
+        delays = [f.retry_after for f in alive if isinstance(f, QuotaExceeded) and f.retry_after]
+        retry_after = max(1, math.ceil(min(delays))) if delays else 60
+        headers = {"Retry-After": str(retry_after)}
+        if all(isinstance(f, QuotaExceeded) and f.per == "day" for f in alive):
+            headers["x-should-retry"] = "false"
+        what = f" for {model}" if model else ""
+        return ApiError(429, f"Every Gemini key is over its quota{what} ({_summary(failures)} in {attempts}); "
+                             f"retry in {retry_after}s. Last error: {alive[-1].message}",
+                        type="rate_limit_error", code="rate_limit_exceeded", headers=headers)
+    empties = [f for f in alive if verdict(f).empty]
+    primary = next((f for f in reversed(alive) if not isinstance(f, QuotaExceeded) and not verdict(f).empty), None)
+    if primary is None:
+        primary = empties[-1] if empties else alive[-1]
+    status, type_, code = _lookup(primary)
+    return ApiError(status, f"Gemini failed after {attempts} ({_summary(failures)}). Last error: {primary.message}",
+                    type=type_, code=code)
+
+
+def _lookup(failure: UpstreamFailure) -> tuple[int, str, str]:
+    for cls in type(failure).__mro__:
+        row = _CLIENT.get(cls)  # type: ignore[arg-type]
+        if row is not None:
+            return row
+    return 502, "server_error", "upstream_error"

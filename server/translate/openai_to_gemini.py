@@ -1,0 +1,521 @@
+"""OpenAI chat request → Gemini `GenerateContentRequest`. Pure: dicts in, dicts out, no I/O.
+
+Rules (see reference/gemini.md §2, §10 and reference/sillytavern.md §2):
+- every `system`/`developer` message, wherever it stands, goes to `systemInstruction`
+  (its `name` kept as a prefix); models without system instructions (Gemma) get it as
+  the first user turn;
+- `assistant` → `model`; consecutive same-role turns are merged, as Gemini wants turns to alternate;
+- tool calls and results become `functionCall` / `functionResponse`; the function name of a
+  result is recovered from the call id; a thought signature rides inside the call id so the
+  next turn can hand it back (Gemini 3 requires it);
+- remote images must have been fetched before (the caller passes them in `images`).
+Unknown fields (and `logit_bias: {}`) are ignored, never rejected.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any, Mapping
+from urllib.parse import unquote_to_bytes
+
+import ujson
+
+from .schema import is_empty_object, to_gemini_schema
+from .traits import ModelTraits
+
+SAFETY_CATEGORIES = (
+    "HARM_CATEGORY_HARASSMENT",
+    "HARM_CATEGORY_HATE_SPEECH",
+    "HARM_CATEGORY_SEXUALLY_EXPLICIT",
+    "HARM_CATEGORY_DANGEROUS_CONTENT",
+    "HARM_CATEGORY_CIVIC_INTEGRITY",
+)
+MAX_STOP_SEQUENCES = 5
+MAX_CANDIDATES = 8
+THOUGHT_SEP = "__thought__"
+# Google's documented placeholder for function calls whose signature is unknown (history from elsewhere).
+DUMMY_SIGNATURE = "skip_thought_signature_validator"
+
+BUDGETS = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+
+
+class TranslationError(ValueError):
+    """The request cannot be expressed for Gemini; becomes a 400 naming `param`."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+# -- tool call ids ------------------------------------------------------------------------------
+
+def make_tool_call_id(random_part: str, signature: str | None) -> str:
+    return f"call_{random_part}{THOUGHT_SEP}{signature}" if signature else f"call_{random_part}"
+
+
+def split_tool_call_id(call_id: str) -> tuple[str, str | None]:
+    base, sep, signature = call_id.partition(THOUGHT_SEP)
+    return base, (signature or None) if sep else None
+
+
+# -- content -----------------------------------------------------------------------------------
+
+def parse_data_url(url: str, where: str) -> tuple[str, str]:
+    """`data:<mime>[;base64],<data>` → (mime, base64 data)."""
+    header, sep, data = url[5:].partition(",")
+    if not sep:
+        raise TranslationError(f"{where} is not a valid data URL", where)
+    params = header.split(";")
+    mime = params[0].strip() or "text/plain"
+    if any(p.strip().lower() == "base64" for p in params[1:]):
+        data = "".join(data.split())
+    else:
+        data = base64.b64encode(unquote_to_bytes(data)).decode("ascii")
+    if not data:
+        raise TranslationError(f"{where} holds no data", where)
+    return mime, data
+
+
+def remote_image_urls(request: Mapping[str, Any]) -> list[str]:
+    """The http(s) image URLs a request refers to (they must be fetched before translation)."""
+    urls: list[str] = []
+    for m in request.get("messages") or ():
+        content = m.get("content") if isinstance(m, dict) else None
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                url = _image_url(part)
+                if isinstance(url, str) and url.lower().startswith(("http://", "https://")) and url not in urls:
+                    urls.append(url)
+    return urls
+
+
+def _image_url(part: Mapping[str, Any]) -> Any:
+    image = part.get("image_url")
+    return image.get("url") if isinstance(image, dict) else image
+
+
+def _text_of(content: Any, where: str) -> str:
+    """Text of a string or a list of text parts (system, developer and tool messages)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for j, part in enumerate(content):
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, dict) and part.get("type") in ("text", "input_text", "refusal"):
+                value = part.get("text", part.get("refusal", ""))
+                if not isinstance(value, str):
+                    raise TranslationError(f"{where}[{j}].text must be a string", f"{where}[{j}].text")
+                texts.append(value)
+            else:
+                raise TranslationError(f"{where}[{j}] must be a text part here", f"{where}[{j}]")
+        return "\n".join(t for t in texts if t)
+    raise TranslationError(f"{where} must be a string or a list of content parts", where)
+
+
+def _parts(content: Any, where: str, images: Mapping[str, tuple[str, str]]) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    if not isinstance(content, list):
+        raise TranslationError(f"{where} must be a string or a list of content parts", where)
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        at = f"{where}[{j}]"
+        if isinstance(part, str):
+            if part:
+                parts.append({"text": part})
+            continue
+        if not isinstance(part, dict):
+            raise TranslationError(f"{at} must be an object", at)
+        kind = part.get("type")
+        if kind in ("text", "input_text"):
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise TranslationError(f"{at}.text must be a string", f"{at}.text")
+            if text:
+                parts.append({"text": text})
+        elif kind == "refusal":
+            if isinstance(part.get("refusal"), str) and part["refusal"]:
+                parts.append({"text": part["refusal"]})
+        elif kind == "image_url":
+            url = _image_url(part)
+            if not isinstance(url, str) or not url:
+                raise TranslationError(f"{at}.image_url.url must be a string", f"{at}.image_url.url")
+            if url[:5].lower() == "data:":
+                mime, data = parse_data_url(url, f"{at}.image_url.url")
+            elif url in images:
+                mime, data = images[url]
+            else:
+                raise TranslationError(f"{at}.image_url.url must be a data: URL or an http(s) URL",
+                                       f"{at}.image_url.url")
+            parts.append({"inlineData": {"mimeType": mime, "data": data}})
+        elif kind == "input_audio":
+            audio = part.get("input_audio")
+            if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
+                raise TranslationError(f"{at}.input_audio.data must be base64 text", f"{at}.input_audio")
+            fmt = str(audio.get("format") or "wav").lower()
+            parts.append({"inlineData": {"mimeType": "audio/mpeg" if fmt == "mp3" else f"audio/{fmt}",
+                                         "data": audio["data"]}})
+        elif kind == "file":
+            file = part.get("file")
+            data_url = file.get("file_data") if isinstance(file, dict) else None
+            if not isinstance(data_url, str) or not data_url.startswith("data:"):
+                raise TranslationError(f"{at}.file needs file_data as a data: URL (file ids are not supported)",
+                                       f"{at}.file")
+            mime, data = parse_data_url(data_url, f"{at}.file.file_data")
+            parts.append({"inlineData": {"mimeType": mime, "data": data}})
+        else:
+            raise TranslationError(f"{at}.type {kind!r} is not supported", f"{at}.type")
+    return parts
+
+
+def _prefix_name(parts: list[dict[str, Any]], name: Any) -> None:
+    if not isinstance(name, str) or not name:
+        return
+    for p in parts:
+        if "text" in p:
+            p["text"] = f"{name}: {p['text']}"
+            return
+
+
+def _function_args(arguments: Any, where: str) -> dict[str, Any]:
+    if arguments is None or arguments == "":
+        return {}
+    if isinstance(arguments, dict):
+        return arguments
+    if not isinstance(arguments, str):
+        raise TranslationError(f"{where} must be a JSON string", where)
+    try:
+        value = ujson.loads(arguments)
+    except ValueError:
+        raise TranslationError(f"{where} is not valid JSON", where) from None
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _tool_result(content: Any, where: str) -> dict[str, Any]:
+    text = _text_of(content, where)
+    try:
+        value = ujson.loads(text) if text[:1] in ("{", "[") else text
+    except ValueError:
+        value = text
+    return {"content": value}
+
+
+def convert_messages(messages: Any, traits: ModelTraits,
+                     images: Mapping[str, tuple[str, str]] | None = None
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """→ (system instruction parts, contents)."""
+    if not isinstance(messages, list) or not messages:
+        raise TranslationError("messages must be a non-empty list", "messages")
+    images = images or {}
+    system: list[dict[str, Any]] = []
+    contents: list[dict[str, Any]] = []
+    call_names: dict[str, str] = {}
+
+    def append(role: str, parts: list[dict[str, Any]]) -> None:
+        if not parts:
+            return
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise TranslationError(f"{where} must be an object", where)
+        role = m.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(m.get("content"), f"{where}.content")
+            if text:
+                name = m.get("name")
+                system.append({"text": f"{name}: {text}" if isinstance(name, str) and name else text})
+        elif role == "user":
+            parts = _parts(m.get("content"), f"{where}.content", images)
+            _prefix_name(parts, m.get("name"))
+            append("user", parts)
+        elif role == "assistant":
+            parts = _parts(m.get("content"), f"{where}.content", images)
+            calls = m.get("tool_calls")
+            if calls is not None and not isinstance(calls, list):
+                raise TranslationError(f"{where}.tool_calls must be a list", f"{where}.tool_calls")
+            first_call = True
+            for j, call in enumerate(calls or ()):
+                at = f"{where}.tool_calls[{j}]"
+                fn = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+                    raise TranslationError(f"{at}.function.name must be a string", f"{at}.function.name")
+                part: dict[str, Any] = {"functionCall": {"name": fn["name"],
+                                                         "args": _function_args(fn.get("arguments"),
+                                                                                f"{at}.function.arguments")}}
+                call_id = call.get("id")
+                signature = None
+                if isinstance(call_id, str) and call_id:
+                    call_names[call_id] = fn["name"]
+                    signature = split_tool_call_id(call_id)[1]
+                if signature:
+                    part["thoughtSignature"] = signature
+                elif traits.thought_signatures and first_call:
+                    part["thoughtSignature"] = DUMMY_SIGNATURE
+                first_call = False
+                parts.append(part)
+            fc = m.get("function_call")  # deprecated single-call form
+            if isinstance(fc, dict) and isinstance(fc.get("name"), str):
+                parts.append({"functionCall": {"name": fc["name"],
+                                               "args": _function_args(fc.get("arguments"), f"{where}.function_call")}})
+            append("model", parts)
+        elif role == "tool":
+            call_id = m.get("tool_call_id")
+            name = call_names.get(call_id) if isinstance(call_id, str) else None
+            if name is None:
+                name = m.get("name") if isinstance(m.get("name"), str) and m.get("name") else None
+            if name is None:
+                raise TranslationError(f"{where}.tool_call_id does not match any earlier assistant tool call",
+                                       f"{where}.tool_call_id")
+            append("user", [{"functionResponse": {"name": name,
+                                                  "response": _tool_result(m.get("content"), f"{where}.content")}}])
+        elif role == "function":
+            name = m.get("name")
+            if not isinstance(name, str) or not name:
+                raise TranslationError(f"{where}.name is required for a function message", f"{where}.name")
+            append("user", [{"functionResponse": {"name": name,
+                                                  "response": _tool_result(m.get("content"), f"{where}.content")}}])
+        else:
+            raise TranslationError(f"{where}.role must be one of system, developer, user, assistant, tool",
+                                   f"{where}.role")
+
+    if system and not traits.system_instruction:
+        text = "\n\n".join(p["text"] for p in system)
+        if contents and contents[0]["role"] == "user":
+            contents[0]["parts"].insert(0, {"text": text})
+        else:
+            contents.insert(0, {"role": "user", "parts": [{"text": text}]})
+        system = []
+    if not contents:
+        if not system:
+            raise TranslationError("messages hold no content to send", "messages")
+        # Only system text: Gemini needs at least one turn, so the text becomes the user's turn.
+        contents = [{"role": "user", "parts": system}]
+        system = []
+    return system, contents
+
+
+# -- parameters --------------------------------------------------------------------------------
+
+def _number(req: Mapping[str, Any], name: str, lo: float | None = None, hi: float | None = None) -> float | None:
+    value = req.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TranslationError(f"{name} must be a number", name)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise TranslationError(f"{name} must be between {lo:g} and {hi:g}", name)
+    return value
+
+
+def _integer(req: Mapping[str, Any], name: str, lo: int, hi: int | None = None) -> int | None:
+    value = req.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise TranslationError(f"{name} must be an integer", name)
+    if value < lo or (hi is not None and value > hi):
+        raise TranslationError(f"{name} must be at least {lo}" + (f" and at most {hi}" if hi else ""), name)
+    return value
+
+
+def _stop(req: Mapping[str, Any]) -> list[str] | None:
+    stop = req.get("stop")
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise TranslationError("stop must be a string or a list of strings", "stop")
+    stop = [s for s in stop if s][:MAX_STOP_SEQUENCES]
+    return stop or None
+
+
+def thinking_config(effort: Any, traits: ModelTraits) -> dict[str, Any] | None:
+    """reasoning_effort → thinkingConfig: a budget for 2.5, a level for 3.x, never both; None when the
+    model does not think (a thinking setting for such a model is dropped, not an error)."""
+    if not traits.thinks:
+        return None
+    if effort is None:
+        return {"includeThoughts": True}
+    if not isinstance(effort, str) or effort.lower() not in EFFORTS:
+        raise TranslationError(f"reasoning_effort must be one of {', '.join(EFFORTS)}", "reasoning_effort")
+    effort = effort.lower()
+    if traits.thinking_style == "level":
+        if effort in ("none", "minimal"):
+            level = "LOW" if traits.pro else "MINIMAL"
+        elif effort == "low":
+            level = "LOW"
+        elif effort == "medium":
+            level = "HIGH" if traits.pro else "MEDIUM"
+        else:
+            level = "HIGH"
+        return {"includeThoughts": True, "thinkingLevel": level}
+    if effort == "none":
+        if traits.can_disable_thinking:
+            return {"thinkingBudget": 0}
+        return {"includeThoughts": True, "thinkingBudget": 128}
+    budget = traits.max_budget if effort in ("xhigh", "max") else min(BUDGETS[effort], traits.max_budget)
+    return {"includeThoughts": True, "thinkingBudget": budget}
+
+
+def _response_format(req: Mapping[str, Any], config: dict[str, Any]) -> None:
+    rf = req.get("response_format")
+    if rf is None:
+        return
+    if not isinstance(rf, dict):
+        raise TranslationError("response_format must be an object", "response_format")
+    kind = rf.get("type")
+    if kind in (None, "text"):
+        return
+    if kind == "json_object":
+        config["responseMimeType"] = "application/json"
+    elif kind == "json_schema":
+        config["responseMimeType"] = "application/json"
+        js = rf.get("json_schema")
+        if not isinstance(js, dict):
+            raise TranslationError("response_format.json_schema must be an object", "response_format.json_schema")
+        if isinstance(js.get("schema"), dict):
+            schema = to_gemini_schema(js["schema"])
+            if schema:
+                config["responseSchema"] = schema
+    else:
+        raise TranslationError("response_format.type must be text, json_object or json_schema",
+                               "response_format.type")
+
+
+def generation_config(req: Mapping[str, Any], traits: ModelTraits) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if (v := _number(req, "temperature", 0, 2)) is not None:
+        config["temperature"] = v
+    if (v := _number(req, "top_p", 0, 1)) is not None:
+        config["topP"] = v
+    if (v := _integer(req, "top_k", 1)) is not None:
+        config["topK"] = v
+    max_tokens = _integer(req, "max_completion_tokens", 1)
+    if max_tokens is None:
+        max_tokens = _integer(req, "max_tokens", 1)
+    if max_tokens is not None:
+        config["maxOutputTokens"] = max_tokens
+    if (stop := _stop(req)) is not None:
+        config["stopSequences"] = stop
+    if (n := _integer(req, "n", 1, MAX_CANDIDATES)) is not None and n != 1:
+        config["candidateCount"] = n
+    if (seed := _integer(req, "seed", -(2 ** 63))) is not None:
+        config["seed"] = seed
+    # 0 is the default meaning "no penalty"; some models refuse the field altogether, so 0 is not sent.
+    for name, key in (("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
+        if (v := _number(req, name, -2, 2)) not in (None, 0):
+            config[key] = v
+    _response_format(req, config)
+    if (thinking := thinking_config(req.get("reasoning_effort"), traits)) is not None:
+        config["thinkingConfig"] = thinking
+    return config
+
+
+# -- tools -------------------------------------------------------------------------------------
+
+def _declaration(fn: Any, where: str) -> dict[str, Any]:
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise TranslationError(f"{where}.name must be a string", f"{where}.name")
+    decl: dict[str, Any] = {"name": fn["name"]}
+    if isinstance(fn.get("description"), str) and fn["description"]:
+        decl["description"] = fn["description"]
+    params = fn.get("parameters")
+    if params is not None:
+        if not isinstance(params, dict):
+            raise TranslationError(f"{where}.parameters must be a JSON Schema object", f"{where}.parameters")
+        cleaned = to_gemini_schema(params)
+        if not is_empty_object(cleaned):
+            decl["parameters"] = cleaned
+    return decl
+
+
+def tools_and_config(req: Mapping[str, Any]) -> tuple[list[dict[str, Any]] | None, dict[str, Any] | None]:
+    declarations: list[dict[str, Any]] = []
+    tools = req.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise TranslationError("tools must be a list", "tools")
+        for i, tool in enumerate(tools):
+            if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+                raise TranslationError(f"tools[{i}].type must be function", f"tools[{i}].type")
+            declarations.append(_declaration(tool.get("function"), f"tools[{i}].function"))
+    functions = req.get("functions")  # deprecated form
+    if isinstance(functions, list) and not declarations:
+        declarations = [_declaration(f, f"functions[{i}]") for i, f in enumerate(functions)]
+
+    choice = req.get("tool_choice", req.get("function_call"))
+    mode: str | None = None
+    allowed: list[str] | None = None
+    if choice is None:
+        pass
+    elif isinstance(choice, str):
+        mapping = {"auto": "AUTO", "none": "NONE", "required": "ANY", "any": "ANY"}
+        if choice not in mapping:
+            raise TranslationError("tool_choice must be none, auto, required or a named function", "tool_choice")
+        mode = mapping[choice]
+    elif isinstance(choice, dict):
+        if choice.get("type") == "allowed_tools" and isinstance(choice.get("allowed_tools"), dict):
+            spec = choice["allowed_tools"]
+            names = [t.get("function", {}).get("name") for t in spec.get("tools") or () if isinstance(t, dict)]
+            names = [n for n in names if isinstance(n, str)]
+            if spec.get("mode") == "required":
+                mode, allowed = "ANY", names
+            else:  # Gemini takes a name list only with ANY: narrow the declarations instead
+                mode = "AUTO"
+                declarations = [d for d in declarations if d["name"] in names]
+        else:
+            fn = choice.get("function") if "function" in choice else choice
+            name = fn.get("name") if isinstance(fn, dict) else None
+            if not isinstance(name, str):
+                raise TranslationError("tool_choice.function.name must be a string", "tool_choice")
+            mode, allowed = "ANY", [name]
+    else:
+        raise TranslationError("tool_choice must be a string or an object", "tool_choice")
+
+    if not declarations:
+        return None, None
+    config = None
+    if mode is not None:
+        fcc: dict[str, Any] = {"mode": mode}
+        if allowed:
+            fcc["allowedFunctionNames"] = allowed
+        config = {"functionCallingConfig": fcc}
+    return [{"functionDeclarations": declarations}], config
+
+
+# -- the whole request -------------------------------------------------------------------------
+
+def build_request(req: Mapping[str, Any], traits: ModelTraits,
+                  images: Mapping[str, tuple[str, str]] | None = None) -> dict[str, Any]:
+    system, contents = convert_messages(req.get("messages"), traits, images)
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": system}
+    tools, tool_config = tools_and_config(req)
+    if tools:
+        body["tools"] = tools
+    if tool_config:
+        body["toolConfig"] = tool_config
+    body["safetySettings"] = [{"category": c, "threshold": traits.safety_threshold} for c in SAFETY_CATEGORIES]
+    config = generation_config(req, traits)
+    if config:
+        body["generationConfig"] = config
+    return body

@@ -1,0 +1,138 @@
+"""The Gemini API over HTTP: list models, generate, stream. Returns replies or raises typed failures.
+
+The key travels in the `x-goog-api-key` header, never in the URL, so no URL we
+build or log can leak it. Request bodies arrive already encoded, so a retry with
+another key re-sends the same bytes without encoding them again.
+"""
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Callable
+from urllib.parse import quote
+
+import ujson
+
+from .. import __version__
+from ..translate.sse import SSEDecoder
+from .failures import BadResponse, UpstreamFailure, UpstreamTimeout, Unreachable, classify_error
+from .http import ConnectFailed, ConnectionBroken, ForbiddenAddress, HttpClient, HttpError, HttpTimeout, Origin, \
+    ResponseTooLarge
+
+ERROR_BODY_LIMIT = 1024 * 1024
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+API_VERSION = "v1beta"
+
+
+def transport_failure(e: HttpError) -> UpstreamFailure:
+    if isinstance(e, HttpTimeout):
+        return UpstreamTimeout(f"Gemini did not answer in time: {e}")
+    if isinstance(e, (ConnectFailed, ConnectionBroken, ForbiddenAddress)):
+        return Unreachable(f"could not reach Gemini: {e}")
+    if isinstance(e, ResponseTooLarge):
+        return BadResponse(str(e))
+    return Unreachable(str(e))
+
+
+class GeminiClient:
+    def __init__(self, http: HttpClient, base_url: str, *, timeout: float = 300.0,
+                 stream_idle_timeout: float = 120.0, redact: Callable[[str], str] = lambda s: s):
+        self.http = http
+        self.origin, prefix = Origin.parse(base_url)
+        self.prefix = prefix.rstrip("/")
+        self.timeout = timeout
+        self.stream_idle_timeout = stream_idle_timeout
+        self.redact = redact
+        self._ua = f"keyloom/{__version__}"
+
+    def _headers(self, key: str) -> tuple[tuple[str, str], ...]:
+        return (("x-goog-api-key", key), ("Content-Type", "application/json"),
+                ("Accept-Encoding", "identity"), ("User-Agent", self._ua))
+
+    def _path(self, model: str, method: str, query: str = "") -> str:
+        return f"{self.prefix}/{API_VERSION}/models/{quote(model, safe='-._')}:{method}{query}"
+
+    def _failure(self, status: int, body: bytes) -> UpstreamFailure:
+        return classify_error(status, body, self.redact)
+
+    async def list_models(self, key: str, page_size: int = 1000) -> list[dict[str, Any]]:
+        """Every model, following nextPageToken through all pages."""
+        models: list[dict[str, Any]] = []
+        token = ""
+        for _ in range(100):  # a bound, in case an upstream keeps handing out tokens
+            query = f"?pageSize={page_size}" + (f"&pageToken={quote(token, safe='')}" if token else "")
+            try:
+                resp = await self.http.request("GET", self.origin, f"{self.prefix}/{API_VERSION}/models{query}",
+                                               headers=self._headers(key), timeout=self.timeout,
+                                               limit=MAX_REPLY_BYTES)
+            except HttpError as e:
+                raise transport_failure(e) from None
+            if resp.status != 200:
+                raise self._failure(resp.status, resp.body)
+            try:
+                page = ujson.loads(resp.body)
+            except ValueError:
+                raise BadResponse("Gemini model list is not valid JSON", resp.status) from None
+            if not isinstance(page, dict):
+                raise BadResponse("Gemini model list is not a JSON object", resp.status)
+            models.extend(m for m in page.get("models") or () if isinstance(m, dict))
+            token = page.get("nextPageToken") or ""
+            if not token:
+                break
+        return models
+
+    async def generate(self, key: str, model: str, body: bytes) -> dict[str, Any]:
+        try:
+            resp = await self.http.request("POST", self.origin, self._path(model, "generateContent"),
+                                           headers=self._headers(key), body=body, timeout=self.timeout,
+                                           limit=MAX_REPLY_BYTES)
+        except HttpError as e:
+            raise transport_failure(e) from None
+        if resp.status != 200:
+            raise self._failure(resp.status, resp.body)
+        return self._reply(resp.body, resp.status)
+
+    def _reply(self, data: bytes | str, status: int = 200) -> dict[str, Any]:
+        try:
+            reply = ujson.loads(data)
+        except ValueError:
+            raise BadResponse("Gemini sent a reply that is not valid JSON", status) from None
+        if isinstance(reply, list) and len(reply) == 1:
+            reply = reply[0]
+        if not isinstance(reply, dict):
+            raise BadResponse("Gemini sent a reply that is not a JSON object", status)
+        if isinstance(reply.get("error"), dict):
+            code = reply["error"].get("code")
+            raise self._failure(code if isinstance(code, int) and 400 <= code < 600 else 500,
+                                ujson.dumps(reply).encode())
+        return reply
+
+    async def stream(self, key: str, model: str, body: bytes) -> AsyncIterator[dict[str, Any]]:
+        """Each SSE event of `streamGenerateContent?alt=sse` as a reply dict, as it arrives."""
+        try:
+            resp = await self.http.open("POST", self.origin, self._path(model, "streamGenerateContent", "?alt=sse"),
+                                        headers=self._headers(key), body=body, timeout=self.timeout)
+        except HttpError as e:
+            raise transport_failure(e) from None
+        try:
+            if resp.status != 200:
+                try:
+                    data = await resp.read(self.stream_idle_timeout, ERROR_BODY_LIMIT)
+                except HttpError:
+                    data = b""
+                raise self._failure(resp.status, data)
+            decoder = SSEDecoder()
+            try:
+                async for piece in resp.iter_body(self.stream_idle_timeout, MAX_REPLY_BYTES):
+                    for payload in decoder.feed(piece):
+                        yield self._reply(payload)
+            except HttpError as e:
+                raise transport_failure(e) from None
+            except ValueError as e:  # an event over the size limit
+                raise BadResponse(str(e)) from None
+            rest, _ = decoder.close()
+            for payload in rest:
+                try:
+                    yield self._reply(payload)
+                except BadResponse:
+                    raise BadResponse("Gemini's stream ended in the middle of an event") from None
+        finally:
+            resp.close()

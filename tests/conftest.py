@@ -1,0 +1,133 @@
+"""Shared fixtures: one background loop per test process, one fake Gemini per module, a fresh
+Keyloom per test (cheap: it is an object and a listening socket), and official SDK clients."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import openai
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server.app import Keyloom  # noqa: E402
+from server.settings import Settings  # noqa: E402
+from tests.fake_gemini import FakeGemini  # noqa: E402
+from tests.support.loop import LoopThread  # noqa: E402
+
+PASSWORD = "test-password-0123456789"
+
+
+def make_key(i: int) -> str:
+    """A key shaped like a real Gemini key: `AIza` + 35 characters."""
+    body = f"SyFakeKey{i:04d}"
+    return "AIza" + body + "abcdefghijklmnopqrstuvwxyz0123456789"[: 35 - len(body)]
+
+
+KEYS = [make_key(i) for i in range(1, 4)]
+
+
+@dataclass
+class Running:
+    kl: Keyloom
+    url: str
+    loop: LoopThread
+    _client: openai.OpenAI | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def client(self, **kw: Any) -> openai.OpenAI:
+        if not kw:  # the default client is reused: creating one costs an SSL context
+            if self._client is None:
+                self._client = self.client(api_key=PASSWORD)
+            return self._client
+        kw.setdefault("api_key", PASSWORD)
+        kw.setdefault("max_retries", 0)
+        kw.setdefault("timeout", 20.0)
+        return openai.OpenAI(base_url=kw.pop("base_url", self.base_url), **kw)
+
+    def http(self, **kw: Any) -> httpx.Client:
+        kw.setdefault("timeout", 20.0)
+        return httpx.Client(base_url=self.url, **kw)
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {PASSWORD}"}
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> Iterator[LoopThread]:
+    lt = LoopThread()
+    yield lt
+    lt.close()
+
+
+@pytest.fixture(scope="module")
+def fake_server(loop_thread: LoopThread) -> Iterator[FakeGemini]:
+    fake = FakeGemini()
+    loop_thread.run(fake.start())
+    yield fake
+    loop_thread.run(fake.stop())
+
+
+@pytest.fixture
+def fake(fake_server: FakeGemini) -> FakeGemini:
+    fake_server.reset()
+    fake_server.allow(*KEYS)
+    return fake_server
+
+
+def keyloom_env(fake: FakeGemini, data_dir: Path, **overrides: Any) -> dict[str, str]:
+    env = {
+        "GEMINI_API_KEYS": ",".join(KEYS),
+        "GEMINI_BASE_URL": fake.base_url,
+        "PASSWORD": PASSWORD,
+        "HOST": "127.0.0.1",
+        "DATA_DIR": str(data_dir),
+        "ACCESS_LOG": "false",
+        "MODELS_REFRESH_INTERVAL": "3600",
+        "UPSTREAM_TIMEOUT": "10",
+        "UPSTREAM_STREAM_IDLE_TIMEOUT": "10",
+    }
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+@pytest.fixture
+def start_keyloom(loop_thread: LoopThread, fake: FakeGemini, tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    started: list[Running] = []
+
+    def start(**overrides: Any) -> Running:
+        env = keyloom_env(fake, tmp_path, **overrides)
+        settings = Settings.from_env(env)
+
+        async def boot() -> Keyloom:
+            kl = Keyloom(settings, password=settings.PASSWORD, data_dir=tmp_path)
+            await kl.start(port=0)
+            await kl.catalog.refresh()  # joins the start-up refresh, so tests begin from a known state
+            return kl
+
+        kl = loop_thread.run(boot())
+        running = Running(kl, f"http://127.0.0.1:{kl.port}", loop_thread)
+        started.append(running)
+        fake.requests.clear()
+        return running
+
+    yield start
+    for r in started:
+        loop_thread.run(r.kl.stop(0))
+
+
+@pytest.fixture
+def keyloom(start_keyloom: Callable[..., Running]) -> Running:
+    return start_keyloom()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")

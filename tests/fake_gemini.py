@@ -1,0 +1,424 @@
+"""A real HTTP fake of the Gemini API (v1beta), following ../shared/reference/gemini.md.
+
+- `GET /v1beta/models` with `pageSize`/`pageToken` pagination;
+- `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse`
+  (events framed with `\\r\\n\\r\\n`, cumulative usageMetadata, finishReason on the last event);
+- the error bodies of §7, chosen per key (`keys[key] = "invalid" | "suspended" | …`) or scripted;
+- adjustable latency, scripted replies, a record of every request (with the key used),
+  counts of TCP connections accepted and of requests whose client went away.
+
+Run on its own (for the benchmark and by hand): `python -m tests.fake_gemini --port 8099`.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import tornado.web
+import ujson
+from tornado.httpserver import HTTPServer
+from tornado.iostream import StreamClosedError
+from tornado.netutil import bind_sockets
+
+DEFAULT_MODELS: list[dict[str, Any]] = [
+    {"name": "models/gemini-2.0-flash", "displayName": "Gemini 2.0 Flash", "outputTokenLimit": 8192,
+     "supportedGenerationMethods": ["generateContent", "countTokens", "createCachedContent"]},
+    {"name": "models/gemini-2.5-flash", "displayName": "Gemini 2.5 Flash", "outputTokenLimit": 65536,
+     "thinking": True, "supportedGenerationMethods": ["generateContent", "countTokens", "batchGenerateContent"]},
+    {"name": "models/gemini-2.5-flash-lite", "displayName": "Gemini 2.5 Flash-Lite", "outputTokenLimit": 65536,
+     "thinking": True, "supportedGenerationMethods": ["generateContent", "countTokens"]},
+    {"name": "models/gemini-2.5-pro", "displayName": "Gemini 2.5 Pro", "outputTokenLimit": 65536,
+     "thinking": True, "supportedGenerationMethods": ["generateContent", "countTokens"]},
+    {"name": "models/gemini-3-pro-preview", "displayName": "Gemini 3 Pro Preview", "outputTokenLimit": 65536,
+     "thinking": True, "supportedGenerationMethods": ["generateContent", "countTokens"]},
+    {"name": "models/gemma-3-27b-it", "displayName": "Gemma 3 27B",
+     "supportedGenerationMethods": ["generateContent", "countTokens"]},
+    {"name": "models/gemini-embedding-001", "displayName": "Gemini Embedding 001",
+     "supportedGenerationMethods": ["embedContent", "countTextTokens"]},
+    {"name": "models/text-embedding-004", "displayName": "Text Embedding 004",
+     "supportedGenerationMethods": ["embedContent"]},
+]
+
+
+# -- error bodies (reference §7) -----------------------------------------------------------------
+
+def error_body(code: int, status: str, message: str, details: list[Any] | None = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message, "status": status}
+    if details is not None:
+        err["details"] = details
+    return {"error": err}
+
+
+def invalid_key_body() -> dict[str, Any]:
+    return error_body(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+         "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
+        {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
+         "message": "API key not valid. Please pass a valid API key."}])
+
+
+def suspended_body(key: str) -> dict[str, Any]:
+    return error_body(403, "PERMISSION_DENIED", f"Permission denied: Consumer 'api_key:{key}' has been suspended.", [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "CONSUMER_SUSPENDED",
+         "domain": "googleapis.com", "metadata": {"consumer": f"projects/0/apiKeys/{key}"}}])
+
+
+def leaked_body() -> dict[str, Any]:
+    return error_body(403, "PERMISSION_DENIED", "Your API key was reported as leaked. Please use another API key.")
+
+
+def quota_body(model: str, per: str = "minute", retry: str = "47s") -> dict[str, Any]:
+    quota_id = ("GenerateRequestsPerMinutePerProjectPerModel-FreeTier" if per == "minute"
+                else "GenerateRequestsPerDayPerProjectPerModel-FreeTier")
+    return error_body(429, "RESOURCE_EXHAUSTED",
+                      "You exceeded your current quota, please check your plan and billing details. For more "
+                      "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n"
+                      "* Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_"
+                      f"requests, limit: 0, model: {model}\nPlease retry in {retry.rstrip('s')}s.", [
+                          {"@type": "type.googleapis.com/google.rpc.Help",
+                           "links": [{"description": "Learn more about Gemini API quotas",
+                                      "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
+                          {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+                              {"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                               "quotaId": quota_id, "quotaDimensions": {"location": "global", "model": model}}]},
+                          {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry}])
+
+
+def internal_body() -> dict[str, Any]:
+    return error_body(500, "INTERNAL", "An internal error has occurred. Please retry or report in "
+                                       "https://developers.generativeai.google/guide/troubleshooting")
+
+
+def overloaded_body() -> dict[str, Any]:
+    return error_body(503, "UNAVAILABLE", "The model is overloaded. Please try again later.")
+
+
+def not_found_body(model: str) -> dict[str, Any]:
+    return error_body(404, "NOT_FOUND", f"models/{model} is not found for API version v1beta, or is not supported "
+                                        "for generateContent. Call ListModels to see the list of available models "
+                                        "and their supported methods.")
+
+
+def bad_request_body(message: str) -> dict[str, Any]:
+    return error_body(400, "INVALID_ARGUMENT", message)
+
+
+KEY_BEHAVIOURS: dict[str, Callable[[str, str], tuple[int, dict[str, Any]]]] = {
+    "invalid": lambda key, model: (400, invalid_key_body()),
+    "suspended": lambda key, model: (403, suspended_body(key)),
+    "leaked": lambda key, model: (403, leaked_body()),
+    "quota_minute": lambda key, model: (429, quota_body(model, "minute", "47s")),
+    "quota_day": lambda key, model: (429, quota_body(model, "day", "3600s")),
+    "overloaded": lambda key, model: (503, overloaded_body()),
+    "internal": lambda key, model: (500, internal_body()),
+}
+ALWAYS = frozenset({"invalid", "suspended", "leaked"})  # these also refuse model listing
+
+
+# -- replies -------------------------------------------------------------------------------------
+
+def text_reply(text: str, *, thought: str | None = None, finish: str = "STOP", prompt_tokens: int = 10,
+               thoughts_tokens: int = 0, response_id: str = "fakeResponseId") -> dict[str, Any]:
+    parts: list[dict[str, Any]] = []
+    if thought:
+        parts.append({"text": thought, "thought": True})
+    if text:
+        parts.append({"text": text})
+    out_tokens = max(1, len(text.split())) if text else 0
+    usage = {"promptTokenCount": prompt_tokens, "candidatesTokenCount": out_tokens,
+             "totalTokenCount": prompt_tokens + out_tokens + thoughts_tokens,
+             "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}]}
+    if thoughts_tokens:
+        usage["thoughtsTokenCount"] = thoughts_tokens
+    return {"candidates": [{"content": {"parts": parts, "role": "model"}, "finishReason": finish, "index": 0}],
+            "usageMetadata": usage, "modelVersion": "gemini-2.5-flash", "responseId": response_id}
+
+
+def function_call_reply(name: str, args: dict[str, Any], signature: str | None = "CikBcsjafSIGNATURE==") -> dict:
+    part: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
+    if signature:
+        part["thoughtSignature"] = signature
+    return {"candidates": [{"content": {"parts": [part], "role": "model"}, "finishReason": "STOP", "index": 0,
+                            "finishMessage": "Model generated function call(s)."}],
+            "usageMetadata": {"promptTokenCount": 83, "candidatesTokenCount": 14, "totalTokenCount": 201,
+                              "thoughtsTokenCount": 104},
+            "modelVersion": "gemini-2.5-flash", "responseId": "fakeFnCall"}
+
+
+def stream_events(reply: dict[str, Any], pieces: int = 3) -> list[dict[str, Any]]:
+    """Split a whole reply into SSE events as Gemini sends them: text deltas, cumulative usage,
+    finishReason only on the last event, function calls whole."""
+    cand = reply["candidates"][0]
+    parts = cand.get("content", {}).get("parts", [])
+    deltas: list[dict[str, Any]] = []
+    for p in parts:
+        if "text" in p and not p.get("thought"):
+            words = p["text"].split(" ")
+            size = max(1, -(-len(words) // pieces))
+            for i in range(0, len(words), size):
+                chunk = " ".join(words[i:i + size]) + (" " if i + size < len(words) else "")
+                deltas.append({"text": chunk})
+        else:
+            deltas.append(p)
+    if not deltas:
+        deltas = [None]  # type: ignore[list-item]
+    usage = dict(reply.get("usageMetadata", {}))
+    total_out = usage.get("candidatesTokenCount", 0)
+    events = []
+    for i, d in enumerate(deltas):
+        c: dict[str, Any] = {"content": {"parts": [d] if d else [], "role": "model"}, "index": 0}
+        last = i == len(deltas) - 1
+        if last:
+            c["finishReason"] = cand.get("finishReason", "STOP")
+        u = dict(usage)
+        u["candidatesTokenCount"] = total_out if last else max(1, total_out * (i + 1) // len(deltas))
+        events.append({"candidates": [c], "usageMetadata": u, "modelVersion": reply.get("modelVersion"),
+                       "responseId": reply.get("responseId")})
+    return events
+
+
+def frame(event: Any) -> bytes:
+    # Gemini's own framing: a space after ':' and CRLF CRLF between events.
+    return b"data: " + ujson.dumps(event, ensure_ascii=False).encode() + b"\r\n\r\n"
+
+
+@dataclass
+class Reply:
+    """One scripted answer to a generate/stream call."""
+
+    status: int = 200
+    body: Any = None                       # JSON (dict/list) or bytes; None → the default echo reply
+    events: list[Any] | None = None        # streaming: events to send (dicts, or raw bytes)
+    delay: float = 0.0                     # seconds before the response head
+    event_delay: float = 0.0               # streaming: seconds between events
+    close_early: bool = False              # drop the connection without answering
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, str]
+    key: str | None
+    model: str | None
+    action: str | None
+    body: Any
+    time: float
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    for content in reversed(body.get("contents") or []):
+        if content.get("role", "user") == "user":
+            texts = [p.get("text", "") for p in content.get("parts") or [] if isinstance(p, dict) and "text" in p]
+            if texts:
+                return " ".join(texts)
+    return ""
+
+
+def default_reply(body: dict[str, Any], model: str) -> dict[str, Any]:
+    thinking = (body.get("generationConfig") or {}).get("thinkingConfig") or {}
+    thought = "Thinking about the question." if thinking.get("includeThoughts") else None
+    reply = text_reply(f"Echo: {last_user_text(body)}", thought=thought, thoughts_tokens=5 if thought else 0)
+    reply["modelVersion"] = model
+    return reply
+
+
+class FakeGemini:
+    def __init__(self, models: list[dict[str, Any]] | None = None):
+        self.models = models if models is not None else list(DEFAULT_MODELS)
+        self.keys: dict[str, str] = {}
+        self.unknown_key = "invalid"          # behaviour for keys not in `keys`; "ok" accepts any key
+        self.script: collections.deque[Reply] = collections.deque()
+        self.responder: Callable[[Recorded], Reply | None] | None = None
+        self.latency = 0.0
+        self.requests: list[Recorded] = []
+        self.connections = 0
+        self.cancelled = 0
+        self.page_size = 50
+        self.server: HTTPServer | None = None
+        self.base_url = ""
+
+    def reset(self) -> None:
+        self.keys.clear()
+        self.unknown_key = "invalid"
+        self.script.clear()
+        self.responder = None
+        self.latency = 0.0
+        self.requests.clear()
+        self.connections = 0
+        self.cancelled = 0
+        self.page_size = 50
+
+    def allow(self, *keys: str, behaviour: str = "ok") -> None:
+        for k in keys:
+            self.keys[k] = behaviour
+
+    def generate_calls(self) -> list[Recorded]:
+        return [r for r in self.requests if r.action in ("generateContent", "streamGenerateContent")]
+
+    async def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
+        fake = self
+
+        class CountingServer(HTTPServer):
+            def handle_stream(self, stream: Any, address: Any) -> None:
+                fake.connections += 1
+                super().handle_stream(stream, address)
+
+        app = tornado.web.Application([
+            (r"/v1beta/models", ModelsHandler, {"fake": self}),
+            (r"/v1beta/models/([^/:]+):(\w+)", GenerateHandler, {"fake": self}),
+        ], log_function=lambda handler: None)
+        self.server = CountingServer(app, max_body_size=256 * 1024 * 1024, max_buffer_size=256 * 1024 * 1024)
+        sockets = bind_sockets(port, host)
+        self.server.add_sockets(sockets)
+        self.base_url = f"http://{host}:{sockets[0].getsockname()[1]}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            await self.server.close_all_connections()
+
+
+class _Base(tornado.web.RequestHandler):
+    def initialize(self, fake: FakeGemini) -> None:
+        self.fake = fake
+        self.done = False
+
+    def record(self, model: str | None, action: str | None) -> Recorded:
+        key = self.request.headers.get("x-goog-api-key") or self.get_query_argument("key", None)
+        body = None
+        if self.request.body:
+            try:
+                body = ujson.loads(self.request.body)
+            except ValueError:
+                body = self.request.body
+        rec = Recorded(self.request.method, self.request.path,
+                       {k: v[-1].decode() for k, v in self.request.query_arguments.items()},
+                       key, model, action, body, time.time())
+        self.fake.requests.append(rec)
+        return rec
+
+    def behaviour(self, key: str | None) -> str:
+        if key is None:
+            return "missing"
+        return self.fake.keys.get(key, self.fake.unknown_key)
+
+    def send_json(self, status: int, body: Any) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(body if isinstance(body, bytes) else ujson.dumps(body, ensure_ascii=False))
+
+    def refuse(self, key: str | None, model: str, behaviour: str) -> bool:
+        if behaviour == "ok":
+            return False
+        if behaviour == "missing":
+            self.send_json(403, error_body(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers "
+                                           "(callers without established identity). Please use API Key or other "
+                                           "form of API consumer identity to call this API."))
+            return True
+        status, body = KEY_BEHAVIOURS[behaviour](key or "", model)
+        self.send_json(status, body)
+        return True
+
+    def on_connection_close(self) -> None:
+        if not self.done:
+            self.fake.cancelled += 1
+
+    def on_finish(self) -> None:
+        self.done = True
+
+
+class ModelsHandler(_Base):
+    async def get(self) -> None:
+        rec = self.record(None, "listModels")
+        behaviour = self.behaviour(rec.key)
+        if behaviour in ALWAYS or behaviour == "missing":
+            self.refuse(rec.key, "", behaviour)
+            return
+        size = int(self.get_query_argument("pageSize", str(self.fake.page_size)))
+        size = max(1, min(size, self.fake.page_size))
+        start = int(self.get_query_argument("pageToken", "0") or 0)
+        page = self.fake.models[start:start + size]
+        out: dict[str, Any] = {"models": page}
+        if start + size < len(self.fake.models):
+            out["nextPageToken"] = str(start + size)
+        self.send_json(200, out)
+
+
+class GenerateHandler(_Base):
+    async def post(self, model: str, action: str) -> None:
+        rec = self.record(model, action)
+        if action not in ("generateContent", "streamGenerateContent"):
+            self.send_json(404, error_body(404, "NOT_FOUND", f"unknown method {action}"))
+            return
+        if self.refuse(rec.key, model, self.behaviour(rec.key)):
+            return
+        if f"models/{model}" not in {m["name"] for m in self.fake.models}:
+            self.send_json(404, not_found_body(model))
+            return
+        if not isinstance(rec.body, dict) or not rec.body.get("contents"):
+            self.send_json(400, bad_request_body("* GenerateContentRequest.contents: contents is not specified"))
+            return
+        reply = None
+        if self.fake.responder is not None:
+            reply = self.fake.responder(rec)
+        if reply is None and self.fake.script:
+            reply = self.fake.script.popleft()
+        reply = reply or Reply()
+        delay = reply.delay + self.fake.latency
+        if delay:
+            await asyncio.sleep(delay)
+        if reply.close_early:
+            self.request.connection.stream.close()
+            return
+        for k, v in reply.headers.items():
+            self.set_header(k, v)
+        if reply.status != 200:
+            self.send_json(reply.status, reply.body if reply.body is not None else internal_body())
+            return
+        body = reply.body if reply.body is not None else default_reply(rec.body, model)
+        if action == "generateContent":
+            self.send_json(200, body)
+            return
+        if self.get_query_argument("alt", None) != "sse":
+            self.send_json(200, [body])  # alt=json: one JSON array
+            return
+        events = reply.events if reply.events is not None else stream_events(body)
+        self.set_header("Content-Type", "text/event-stream")
+        try:
+            for i, event in enumerate(events):
+                if i and reply.event_delay:
+                    await asyncio.sleep(reply.event_delay)
+                self.write(event if isinstance(event, bytes) else frame(event))
+                await self.flush()
+        except StreamClosedError:
+            return
+        self.finish()
+
+
+def main() -> None:  # pragma: no cover - manual and benchmark use
+    p = argparse.ArgumentParser(description="Fake Gemini API")
+    p.add_argument("--port", type=int, default=8099)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--latency", type=float, default=0.0)
+    args = p.parse_args()
+
+    async def run() -> None:
+        fake = FakeGemini()
+        fake.unknown_key = "ok"
+        fake.latency = args.latency
+        url = await fake.start(args.port, args.host)
+        print(f"fake Gemini listening on {url}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
