@@ -7,7 +7,7 @@ event has been handed on: after that a failure ends the stream.
 from __future__ import annotations
 
 import logging
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from .pool.keys import Key, KeyPool
 from .pool.policy import DispatchError, KeyEffect, verdict
@@ -16,6 +16,7 @@ from .upstream.failures import BadResponse, EmptyReply, PromptBlocked, UpstreamF
 from .upstream.gemini import GeminiClient
 
 log = logging.getLogger("keyloom.dispatch")
+T = TypeVar("T")
 
 
 class Attempts:
@@ -99,20 +100,27 @@ class Dispatcher:
         s = self.settings()
         return Attempts(self.pool, model, s.MAX_RETRY_NUM, s.MAX_EMPTY_RESPONSES)
 
-    async def generate(self, model: str, body: bytes) -> dict[str, Any]:
-        attempts = self._attempts(model)
+    async def _each_key(self, attempts: Attempts, call: Callable[[Key], Awaitable[T]]) -> T:
+        """Try `call` with one key after another until it answers or the attempts run out."""
         while (key := attempts.next_key()) is not None:
             try:
-                reply = await self.gemini.generate(key.secret, model, body)
-                failure = classify_reply(reply)
-                if failure is not None:
-                    raise failure
+                result = await call(key)
             except UpstreamFailure as f:
                 attempts.failed(key, f)
                 continue
             attempts.succeeded(key)
-            return reply
+            return result
         raise attempts.exhausted()
+
+    async def generate(self, model: str, body: bytes) -> dict[str, Any]:
+        async def once(key: Key) -> dict[str, Any]:
+            reply = await self.gemini.generate(key.secret, model, body)
+            failure = classify_reply(reply)
+            if failure is not None:
+                raise failure
+            return reply
+
+        return await self._each_key(self._attempts(model), once)
 
     async def stream(self, model: str, body: bytes) -> AsyncIterator[dict[str, Any]]:
         attempts = self._attempts(model)
@@ -147,12 +155,4 @@ class Dispatcher:
 
     async def list_models(self) -> list[dict[str, Any]]:
         attempts = Attempts(self.pool, "", max(3, min(len(self.pool.keys), 10)), 0)
-        while (key := attempts.next_key()) is not None:
-            try:
-                models = await self.gemini.list_models(key.secret)
-            except UpstreamFailure as f:
-                attempts.failed(key, f)
-                continue
-            attempts.succeeded(key)
-            return models
-        raise attempts.exhausted()
+        return await self._each_key(attempts, lambda key: self.gemini.list_models(key.secret))

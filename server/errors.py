@@ -54,4 +54,5 @@ def unauthorized() -> ApiError:
         "Incorrect API key provided. Use the Keyloom PASSWORD as your API key "
         "(Authorization: Bearer <PASSWORD>).",
         code="invalid_api_key",
+        headers={"WWW-Authenticate": 'Bearer realm="keyloom"'},
     )

@@ -261,7 +261,13 @@ class FakeGemini:
     def generate_calls(self) -> list[Recorded]:
         return [r for r in self.requests if r.action in ("generateContent", "streamGenerateContent")]
 
-    async def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
+    async def start_tls(self, ssl_context: Any, port: int = 0) -> str:
+        """Serve over TLS (the certificate must name `localhost`); returns an https:// base URL."""
+        url = await self.start(port, "127.0.0.1", ssl_context)
+        self.base_url = url.replace("http://127.0.0.1", "https://localhost")
+        return self.base_url
+
+    async def start(self, port: int = 0, host: str = "127.0.0.1", ssl_context: Any = None) -> str:
         fake = self
 
         class CountingServer(HTTPServer):
@@ -273,7 +279,8 @@ class FakeGemini:
             (r"/v1beta/models", ModelsHandler, {"fake": self}),
             (r"/v1beta/models/([^/:]+):(\w+)", GenerateHandler, {"fake": self}),
         ], log_function=lambda handler: None)
-        self.server = CountingServer(app, max_body_size=256 * 1024 * 1024, max_buffer_size=256 * 1024 * 1024)
+        self.server = CountingServer(app, max_body_size=256 * 1024 * 1024, max_buffer_size=256 * 1024 * 1024,
+                                     ssl_options=ssl_context)
         sockets = bind_sockets(port, host)
         self.server.add_sockets(sockets)
         self.base_url = f"http://{host}:{sockets[0].getsockname()[1]}"

@@ -5,6 +5,7 @@ Every JSON body and every chunk is validated against the OpenAI spec's schemas.
 from __future__ import annotations
 
 import json
+import time
 
 import openai
 import pytest
@@ -111,8 +112,24 @@ def test_parameters_reach_gemini(keyloom, fake):
     assert {s["threshold"] for s in body["safetySettings"]} == {"OFF"}
 
 
-def test_real_streaming(start_keyloom, fake):
-    kl = start_keyloom(FAKE_STREAMING="false")
+def test_model_list_refreshes_in_the_background(start_keyloom, fake):
+    kl = start_keyloom(MODELS_REFRESH_INTERVAL="1")
+    fake.models.append({"name": "models/gemini-new-release", "supportedGenerationMethods": ["generateContent"]})
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if "gemini-new-release" in [m.id for m in kl.client().models.list().data]:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the new model never appeared")
+    finally:
+        fake.models.pop()
+
+
+@pytest.mark.parametrize("fake_streaming", ["false", "true"])
+def test_stream_chunks_validate(start_keyloom, fake, fake_streaming):
+    kl = start_keyloom(FAKE_STREAMING=fake_streaming)
     fake.script.append(Reply(body=text_reply("one two three four five six seven eight nine")))
     with kl.http() as h, h.stream("POST", "/v1/chat/completions", headers=kl.auth(), json={
             "model": "gemini-2.5-flash", "messages": HELLO, "stream": True,
@@ -125,10 +142,14 @@ def test_real_streaming(start_keyloom, fake):
         validate("CreateChatCompletionStreamResponse", c)
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == \
         "one two three four five six seven eight nine"
-    assert len([c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]) == 3
+    text_chunks = [c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]
+    assert len(text_chunks) == (3 if fake_streaming == "false" else 1)
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0
     call = fake.generate_calls()[0]
-    assert call.action == "streamGenerateContent" and call.query["alt"] == "sse"
+    if fake_streaming == "false":
+        assert call.action == "streamGenerateContent" and call.query["alt"] == "sse"
+    else:
+        assert call.action == "generateContent"
 
 
 @pytest.mark.parametrize("fake_streaming", ["true", "false"])
@@ -233,6 +254,7 @@ def test_auth_ways_and_401_shape(keyloom, fake):
             assert r.status_code == 401, headers
             validate("ErrorResponse", r.json())
             assert r.json()["error"]["code"] == "invalid_api_key"
+            assert r.headers["www-authenticate"].startswith("Bearer")
             assert PASSWORD not in r.text
         assert h.get("/v1/models").status_code == 401
     with pytest.raises(openai.AuthenticationError):

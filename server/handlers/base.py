@@ -63,8 +63,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False))
 
     def write_api_error(self, err: ApiError) -> None:
-        self.clear()
-        self.set_default_headers()
+        self.clear()  # drops headers set so far and re-applies the default (CORS) ones
         for k, v in err.headers.items():
             self.set_header(k, v)
         self.write_json(err.body(), err.status)
