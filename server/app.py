@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import tornado.web
 from tornado.httpserver import HTTPServer
@@ -28,9 +29,14 @@ from .handlers.chat import ChatCompletionsHandler
 from .handlers.health import HealthHandler
 from .handlers.models import ModelHandler, ModelsHandler
 from .handlers.pages import IndexHandler
+from .limits import ClientLimits, proxy_hops
 from .pool.keys import KeyPool
+from .pool.quota import DailyLimits, MemoryUsage, QuotaDay
 from .redact import Redactor
 from .settings import Settings
+from .store.db import DB_FILE, Database
+from .store.flush import Flusher
+from .store.requestlog import RequestLog
 from .upstream.gemini import GeminiClient
 from .upstream.http import HttpClient
 
@@ -86,7 +92,7 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
 
 class Keyloom:
     def __init__(self, settings: Settings, *, password: str, data_dir: Path, clock: Clock | None = None,
-                 demo: bool = False, redactor: Redactor | None = None):
+                 demo: bool = False, redactor: Redactor | None = None, env: Mapping[str, str] | None = None):
         self.settings = settings
         self.password = password
         self.data_dir = data_dir
@@ -94,16 +100,24 @@ class Keyloom:
         self.demo = demo
         self.started_mono = self.clock.monotonic()
         self.in_flight = 0
-        self.pool = KeyPool(settings.GEMINI_API_KEYS, self.clock)
+        get_settings = lambda: self.settings  # noqa: E731 - live settings can be swapped in later
+        self.quota_day = QuotaDay(self.clock, settings.QUOTA_RESET_TZ)
+        self.pool = KeyPool(settings.GEMINI_API_KEYS, self.clock, self.quota_day, DailyLimits(get_settings),
+                            MemoryUsage(self.quota_day.today()), display_tz=settings.TZ)
+        self.client_limits = ClientLimits(get_settings, self.quota_day, self.clock)
+        self.proxy_hops = proxy_hops(settings.TRUST_PROXY_HEADERS, os.environ if env is None else env)
+        self.request_log = RequestLog()
+        self.db = Database(data_dir / DB_FILE)
+        self.flusher = Flusher(self.db, self.pool, self.client_limits, self.request_log, get_settings, self.clock)
         self.redactor = redactor or Redactor()
         self.redactor.add([*self.pool.secrets(), password])
         self.http = HttpClient(connect_timeout=settings.UPSTREAM_CONNECT_TIMEOUT, proxy=settings.UPSTREAM_PROXY)
         self.gemini = GeminiClient(self.http, settings.GEMINI_BASE_URL, timeout=settings.UPSTREAM_TIMEOUT,
                                    stream_idle_timeout=settings.UPSTREAM_STREAM_IDLE_TIMEOUT, redact=self.redactor)
-        get_settings = lambda: self.settings  # noqa: E731 - live settings can be swapped in later
         self.dispatcher = Dispatcher(self.pool, self.gemini, get_settings)
         self.catalog = ModelCatalog(self.dispatcher, get_settings, self.clock)
-        self.chat = ChatService(self.catalog, self.dispatcher, self.http, get_settings, self.clock)
+        self.chat = ChatService(self.catalog, self.dispatcher, self.http, self.client_limits, get_settings,
+                                self.clock)
         self.web = WebApp(self, ROUTES, default_handler_class=NotFoundHandler, log_function=self._log_request,
                           compress_response=False)
         self.server: LimitedHTTPServer | None = None
@@ -123,8 +137,11 @@ class Keyloom:
                            1000.0 * r.request_time())
 
     async def start(self, port: int | None = None, host: str | None = None) -> int:
-        """Listen (port 0 picks a free one) and start background work; returns the port."""
+        """Open the database and read back today's state, listen (port 0 picks a free one), start background
+        work; returns the port."""
         s = self.settings
+        await self.db.open()
+        await self.flusher.load()
         limit = int(s.MAX_REQUEST_BODY_MB * 1024 * 1024)
         self.server = LimitedHTTPServer(self.web, max_connections=s.MAX_CONNECTIONS, xheaders=False,
                                         max_body_size=limit, idle_connection_timeout=120, body_timeout=120,
@@ -138,6 +155,7 @@ class Keyloom:
         self._refresher = PeriodicCallback(lambda: self._spawn(self.catalog.refresh()),
                                            s.MODELS_REFRESH_INTERVAL * 1000)
         self._refresher.start()
+        self.flusher.start()
         return self.port
 
     def _spawn(self, coro: Any) -> None:
@@ -146,7 +164,7 @@ class Keyloom:
         task.add_done_callback(self._background.discard)
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting, give in-flight requests up to `grace` seconds, then close everything."""
+        """Stop accepting, give in-flight requests up to `grace` seconds, write what is left, close."""
         if self._refresher is not None:
             self._refresher.stop()
         if self.server is not None:
@@ -160,4 +178,9 @@ class Keyloom:
                 pass
         for t in list(self._background):
             t.cancel()
+        try:
+            await self.flusher.stop()
+        except Exception:
+            log.exception("the last write to the database failed")
+        await self.db.close()
         await self.http.close()

@@ -14,9 +14,10 @@ import ujson
 
 from .catalog import ModelCatalog, model_id
 from .clock import Clock
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, Trace
 from .errors import ApiError, bad_request, model_not_found
 from .images import fetch_images
+from .limits import ClientLimits
 from .pool.policy import DispatchError, client_error
 from .settings import Settings
 from .translate import gemini_to_openai as g2o
@@ -33,18 +34,21 @@ class ChatPlan:
     stream: bool
     include_usage: bool
     body: bytes          # the encoded Gemini request, sent as-is on every attempt
+    trace: Trace         # what happened, for the request log
 
 
 class ChatService:
-    def __init__(self, catalog: ModelCatalog, dispatcher: Dispatcher, http: HttpClient,
+    def __init__(self, catalog: ModelCatalog, dispatcher: Dispatcher, http: HttpClient, limits: ClientLimits,
                  settings: Callable[[], Settings], clock: Clock):
         self.catalog = catalog
         self.dispatcher = dispatcher
         self.http = http
+        self.limits = limits
         self.settings = settings
         self.clock = clock
 
-    async def prepare(self, req: Any) -> ChatPlan:
+    async def prepare(self, req: Any, client_ip: str, trace: Trace) -> ChatPlan:
+        """Validate and translate; count the request against the client's limits (refusing it when over)."""
         if not isinstance(req, dict):
             raise bad_request("the request body must be a JSON object")
         model = req.get("model")
@@ -62,6 +66,10 @@ class ChatService:
             raise bad_request("stream must be a boolean", "stream")
         options = req.get("stream_options")
         include_usage = bool(isinstance(options, dict) and options.get("include_usage") is True)
+        trace.model = model
+        refused = self.limits.admit(client_ip)
+        if refused is not None:
+            raise refused
 
         images: dict[str, tuple[str, str]] = {}
         urls = remote_image_urls(req)
@@ -74,11 +82,11 @@ class ChatService:
         except TranslationError as e:
             raise bad_request(e.message, e.param) from None
         return ChatPlan(model, stream, include_usage,
-                        ujson.dumps(body, ensure_ascii=False, escape_forward_slashes=False).encode("utf-8"))
+                        ujson.dumps(body, ensure_ascii=False, escape_forward_slashes=False).encode("utf-8"), trace)
 
     async def _generate(self, plan: ChatPlan) -> dict[str, Any]:
         try:
-            return await self.dispatcher.generate(plan.model, plan.body)
+            return await self.dispatcher.generate(plan.model, plan.body, plan.trace)
         except DispatchError as e:
             raise client_error(e) from None
 
@@ -95,7 +103,7 @@ class ChatService:
             yield frames(chunks.feed(reply) + chunks.finish()) + DONE
             return
         try:
-            async for event in self.dispatcher.stream(plan.model, plan.body):
+            async for event in self.dispatcher.stream(plan.model, plan.body, plan.trace):
                 out = chunks.feed(event)
                 if out:
                     yield frames(out)

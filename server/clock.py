@@ -34,3 +34,16 @@ class ManualClock:
     def advance(self, seconds: float) -> None:
         self._wall += seconds
         self._mono += seconds
+
+
+class OffsetClock:
+    """The system clock moved by a fixed offset (`run.py --clock-offset`, for tests of day roll-over)."""
+
+    def __init__(self, offset: float):
+        self.offset = offset
+
+    def time(self) -> float:
+        return _time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return _time.monotonic()

@@ -1,79 +1,125 @@
-"""One request's attempts: pick a key, call Gemini, read the failure, try again or give up.
+"""One request's attempts: pick keys, call Gemini, read the failure, try again or give up.
 
-Everything about retrying lives here and in pool/policy.py; handlers see either an
-answer or one DispatchError. For streams, retrying is possible only until the first
-event has been handed on: after that a failure ends the stream.
+Attempts go in rounds. A round asks `width` different keys at once (CONCURRENT_REQUESTS);
+the first good answer wins and the others are cancelled; after a round in which every
+key failed, the width grows by INCREASE_CONCURRENT_ON_FAILURE up to
+MAX_CONCURRENT_REQUESTS. Every request that reached Google is counted against its key.
+When every key is only resting briefly after upstream errors, the request waits for
+the first one rather than failing. For streams, retrying is possible only until the
+first event has been handed on: after that a failure ends the stream.
+
+Everything about retrying lives here and in pool/policy.py; callers see either an
+answer or one DispatchError.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from .pool.keys import Key, KeyPool
 from .pool.policy import DispatchError, KeyEffect, verdict
 from .settings import Settings
-from .upstream.failures import BadResponse, EmptyReply, PromptBlocked, UpstreamFailure, classify_reply
+from .upstream.failures import (BadResponse, EmptyReply, PromptBlocked, QuotaExceeded, Unreachable, UpstreamFailure,
+                                classify_reply)
 from .upstream.gemini import GeminiClient
 
 log = logging.getLogger("keyloom.dispatch")
 T = TypeVar("T")
 
+MAX_WAIT = 5.0   # longest wait for a key resting after upstream errors, per wait
+MAX_WAITS = 3    # waits per request
+
+
+@dataclass
+class Trace:
+    """What happened to one client request, for the request log."""
+
+    model: str = ""
+    key_fp: str | None = None
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def tokens(reply: dict[str, Any] | None) -> tuple[int, int]:
+    meta = reply.get("usageMetadata") if isinstance(reply, dict) else None
+    if not isinstance(meta, dict):
+        return 0, 0
+    prompt = int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0)
+    return prompt, int(meta.get("candidatesTokenCount") or 0) + int(meta.get("thoughtsTokenCount") or 0)
+
 
 class Attempts:
-    """Book-keeping for the attempts of one request."""
+    """Book-keeping for the attempts of one request, and what they do to the keys."""
 
-    def __init__(self, pool: KeyPool, model: str, max_attempts: int, max_empty: int):
+    def __init__(self, pool: KeyPool, model: str, max_attempts: int, max_empty: int, trace: Trace | None = None):
         self.pool = pool
         self.model = model
         self.max_attempts = max_attempts
         self.max_empty = max_empty
+        self.trace = trace or Trace()
+        self.trace.model = model
         self.failures: list[UpstreamFailure] = []
-        self.tried: set[str] = set()
         self.avoid: set[str] = set()
         self.empty = 0
         self.count = 0
-        self.key: Key | None = None
+        self.waits = 0
 
-    def next_key(self) -> Key | None:
-        if self.count >= self.max_attempts:
-            return None
-        key = self.pool.pick(self.model, self.avoid, self.tried)
-        if key is not None:
+    def next_keys(self, width: int) -> list[Key]:
+        keys: list[Key] = []
+        while len(keys) < width and self.count < self.max_attempts:
+            key = self.pool.pick(self.model, self.avoid | {k.fp for k in keys})
+            if key is None:
+                break
+            keys.append(key)
             self.count += 1
-            self.tried.add(key.fp)
-            self.key = key
-        return key
+        self.trace.attempts = self.count
+        if keys:
+            self.trace.key_fp = keys[0].fp
+        return keys
 
-    def succeeded(self, key: Key) -> None:
-        self.pool.record_success(key, self.model)
+    def succeeded(self, key: Key, reply: dict[str, Any] | None) -> None:
+        prompt, completion = tokens(reply)
+        self.pool.success(key, self.model, prompt, completion)
+        self.trace.key_fp = key.fp
+        self.trace.prompt_tokens, self.trace.completion_tokens = prompt, completion
 
     def failed(self, key: Key, failure: UpstreamFailure, *, final: bool = False) -> None:
-        """Record a failure; raise DispatchError when it ends the request."""
+        """Record a failure and apply its effect on the key; raise DispatchError when it ends the request."""
         v = verdict(failure)
         self.failures.append(failure)
-        disable = v.key is KeyEffect.DISABLE
-        if disable and key.usable:
-            log.warning("key %s taken out of rotation: %s: %s", key, failure.kind, " ".join(failure.message.split()))
+        self.trace.key_fp = key.fp
+        pool, model = self.pool, self.model
+        message = " ".join(failure.message.split())
+        if v.key is KeyEffect.DISABLE and key.usable:
+            log.warning("key %s taken out of rotation: %s: %s", key, failure.kind, message)
         else:
-            log.info("key %s, model %s, attempt %d: %s: %s", key, self.model or "-", self.count, failure.kind,
-                     " ".join(failure.message.split()))
-        self.pool.record_failure(key, self.model, failure.message, disable=disable)
-        if v.key is not KeyEffect.NONE:
-            self.avoid.add(key.fp)
+            log.info("key %s, model %s: %s: %s", key, model or "-", failure.kind, message)
+        pool.failure(key, model, failure.kind, failure.message)
+        if isinstance(failure, Unreachable) and not failure.reached:
+            pool.release(key, model)
+        effect = v.key
+        if effect is KeyEffect.DISABLE:
+            pool.disable(key, f"{failure.kind}: {failure.message}")
+        elif effect is KeyEffect.COOL:
+            pool.cool_down(key, model, failure.retry_after if isinstance(failure, QuotaExceeded) else None,
+                           failure.message)
+        elif effect is KeyEffect.EXHAUST:
+            pool.exhaust(key, model, failure.message)
+        elif effect is KeyEffect.BACK_OFF:
+            pool.back_off(key)
+        if effect is KeyEffect.REST:
+            self.avoid.add(key.fp)  # the other effects keep the key out through its state
         if v.empty:
             self.empty += 1
         if final or not v.retry or (v.empty and self.empty > self.max_empty):
-            raise DispatchError(self.failures, model=self.model)
+            raise DispatchError(self.failures, model=model)
 
     def exhausted(self) -> DispatchError:
-        if self.failures:
-            return DispatchError(self.failures, model=self.model)
-        counts = self.pool.counts()
-        if counts["total"] == 0:
-            why = "no key is configured (set GEMINI_API_KEYS)"
-        else:
-            why = f"all {counts['total']} configured keys are disabled"
-        return DispatchError([], unavailable=why, model=self.model)
+        return DispatchError(self.failures, unavailable=self.pool.unavailable(self.model, self.avoid),
+                             model=self.model)
 
 
 def _event_has_output(event: dict[str, Any]) -> tuple[bool, bool]:
@@ -95,24 +141,63 @@ class Dispatcher:
         self.pool = pool
         self.gemini = gemini
         self.settings = settings
+        self._list_offset = 0
 
-    def _attempts(self, model: str) -> Attempts:
+    def _attempts(self, model: str, trace: Trace | None) -> Attempts:
         s = self.settings()
-        return Attempts(self.pool, model, s.MAX_RETRY_NUM, s.MAX_EMPTY_RESPONSES)
+        return Attempts(self.pool, model, s.MAX_RETRY_NUM, s.MAX_EMPTY_RESPONSES, trace)
 
-    async def _each_key(self, attempts: Attempts, call: Callable[[Key], Awaitable[T]]) -> T:
-        """Try `call` with one key after another until it answers or the attempts run out."""
-        while (key := attempts.next_key()) is not None:
+    async def _keys(self, attempts: Attempts, width: int) -> list[Key]:
+        """Keys for the next round; waits briefly when every key is only resting; raises when none is left."""
+        while True:
+            keys = attempts.next_keys(width)
+            if keys:
+                return keys
+            if attempts.count < attempts.max_attempts and attempts.waits < MAX_WAITS:
+                u = self.pool.unavailable(attempts.model, attempts.avoid)
+                if not u.quota and 0 < u.retry_after <= MAX_WAIT:
+                    attempts.waits += 1
+                    await asyncio.sleep(u.retry_after)
+                    continue
+            raise attempts.exhausted()
+
+    async def _round(self, attempts: Attempts, keys: list[Key],
+                     call: Callable[[Key], Awaitable[T]]) -> tuple[Key, T] | None:
+        """Call with every key at once; the first success wins and the rest are cancelled.
+        None when all failed (and may be retried)."""
+        if len(keys) == 1:
+            key = keys[0]
             try:
-                result = await call(key)
+                return key, await call(key)
             except UpstreamFailure as f:
                 attempts.failed(key, f)
-                continue
-            attempts.succeeded(key)
-            return result
-        raise attempts.exhausted()
+                return None
+        tasks = {asyncio.ensure_future(call(k)): k for k in keys}
+        pending = set(tasks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    exc = task.exception()
+                    if exc is None:
+                        return tasks[task], task.result()
+                    if not isinstance(exc, UpstreamFailure):
+                        raise exc
+                    attempts.failed(tasks[task], exc)
+            return None
+        finally:
+            losers = [t for t in tasks if not t.done()]
+            for t in losers:
+                t.cancel()  # closes its upstream connection; the request still counts against its key
+            if losers:
+                await asyncio.gather(*losers, return_exceptions=True)
 
-    async def generate(self, model: str, body: bytes) -> dict[str, Any]:
+    def _widths(self) -> tuple[int, int, int]:
+        s = self.settings()
+        return s.CONCURRENT_REQUESTS, s.INCREASE_CONCURRENT_ON_FAILURE, max(s.MAX_CONCURRENT_REQUESTS,
+                                                                           s.CONCURRENT_REQUESTS)
+
+    async def generate(self, model: str, body: bytes, trace: Trace | None = None) -> dict[str, Any]:
         async def once(key: Key) -> dict[str, Any]:
             reply = await self.gemini.generate(key.secret, model, body)
             failure = classify_reply(reply)
@@ -120,39 +205,77 @@ class Dispatcher:
                 raise failure
             return reply
 
-        return await self._each_key(self._attempts(model), once)
+        attempts = self._attempts(model, trace)
+        width, grow, most = self._widths()
+        while True:
+            won = await self._round(attempts, await self._keys(attempts, width), once)
+            if won is not None:
+                key, reply = won
+                attempts.succeeded(key, reply)
+                return reply
+            width = min(width + grow, most)
 
-    async def stream(self, model: str, body: bytes) -> AsyncIterator[dict[str, Any]]:
-        attempts = self._attempts(model)
-        while (key := attempts.next_key()) is not None:
-            started = finished = False
-            events = self.gemini.stream(key.secret, model, body)
-            try:
-                async for event in events:
-                    if not started:
-                        feedback = event.get("promptFeedback")
-                        if isinstance(feedback, dict) and feedback.get("blockReason") and not event.get("candidates"):
-                            failure = classify_reply(event)
-                            raise failure if failure is not None else PromptBlocked("prompt blocked", 200)
-                    anything, done = _event_has_output(event)
-                    finished = finished or done
-                    if not anything:
-                        continue
-                    started = True
+    async def _open_stream(self, key: Key, model: str, body: bytes
+                           ) -> tuple[AsyncIterator[dict[str, Any]], dict[str, Any], bool]:
+        """Start a stream and read it up to its first event with output: → (stream, that event, finished)."""
+        events = self.gemini.stream(key.secret, model, body)
+        try:
+            async for event in events:
+                feedback = event.get("promptFeedback")
+                if isinstance(feedback, dict) and feedback.get("blockReason") and not event.get("candidates"):
+                    raise classify_reply(event) or PromptBlocked("prompt blocked", 200)
+                anything, finished = _event_has_output(event)
+                if anything:
+                    return events, event, finished
+            raise EmptyReply("Gemini's stream ended without any output", 200)
+        except BaseException:
+            await events.aclose()
+            raise
+
+    async def stream(self, model: str, body: bytes, trace: Trace | None = None) -> AsyncIterator[dict[str, Any]]:
+        attempts = self._attempts(model, trace)
+        width, grow, most = self._widths()
+        while True:
+            won = await self._round(attempts, await self._keys(attempts, width),
+                                    lambda k: self._open_stream(k, model, body))
+            if won is not None:
+                break
+            width = min(width + grow, most)
+        key, (events, event, finished) = won
+        last = event
+        try:
+            yield event
+            async for event in events:
+                anything, done = _event_has_output(event)
+                finished = finished or done
+                if event.get("usageMetadata"):
+                    last = event
+                if anything:
                     yield event
-                if not started:
-                    raise EmptyReply("Gemini's stream ended without any output", 200)
-                if not finished:
-                    raise BadResponse("Gemini's stream ended before the reply was complete", 200)
-            except UpstreamFailure as f:
-                attempts.failed(key, f, final=started)
-                continue
-            finally:
-                await events.aclose()
-            attempts.succeeded(key)
-            return
-        raise attempts.exhausted()
+            if not finished:
+                raise BadResponse("Gemini's stream ended before the reply was complete", 200)
+        except UpstreamFailure as f:
+            attempts.failed(key, f, final=True)
+        finally:
+            await events.aclose()
+        attempts.succeeded(key, last)
 
     async def list_models(self) -> list[dict[str, Any]]:
-        attempts = Attempts(self.pool, "", max(3, min(len(self.pool.keys), 10)), 0)
-        return await self._each_key(attempts, lambda key: self.gemini.list_models(key.secret))
+        """Listing costs no quota: it is not counted, and it tries a few usable keys in turn."""
+        keys = [k for k in self.pool.keys if k.usable]
+        failures: list[UpstreamFailure] = []
+        start = self._list_offset
+        self._list_offset += 1
+        for i in range(min(len(keys), 5)):
+            key = keys[(start + i) % len(keys)]
+            try:
+                return await self.gemini.list_models(key.secret)
+            except UpstreamFailure as f:
+                failures.append(f)
+                v = verdict(f)
+                if v.key is KeyEffect.DISABLE:
+                    log.warning("key %s taken out of rotation: %s: %s", key, f.kind, f.message)
+                    self.pool.disable(key, f"{f.kind}: {f.message}")
+                if not v.retry:
+                    break
+        raise DispatchError(failures, unavailable=None if failures else self.pool.unavailable("models"))

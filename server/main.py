@@ -16,11 +16,12 @@ from zoneinfo import ZoneInfo
 from . import __version__
 from .app import Keyloom
 from .auth import PASSWORD_FILE, load_or_create_password
+from .clock import OffsetClock
 from .redact import RedactingFilter, Redactor
 from .settings import Settings, SettingsError, resolve_data_dir
+from .store.db import SchemaTooNew
 
 log = logging.getLogger("keyloom")
-SHUTDOWN_GRACE = 10.0
 
 
 def setup_logging(level: str, tz: str, redactor: Redactor) -> None:
@@ -59,6 +60,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--demo", action="store_true",
                    help="serve offline against a built-in simulated Gemini API with demo keys")
     p.add_argument("--version", action="version", version=f"Keyloom {__version__}")
+    # Tests only: run as if the clock were this many seconds ahead (quota-day roll-over across restarts).
+    p.add_argument("--clock-offset", type=float, default=0.0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -75,10 +78,11 @@ async def serve(kl: Keyloom) -> None:
     log.info("Keyloom %s listening on %s:%d with %d key(s)%s", __version__, kl.settings.HOST, port,
              counts["total"], " [DEMO MODE]" if kl.demo else "")
     await stop.wait()
-    log.info("stopping: no new connections; waiting up to %.0fs for %d request(s) in flight",
-             SHUTDOWN_GRACE, max(0, kl.in_flight))
-    await kl.stop(SHUTDOWN_GRACE)
-    log.info("stopped")
+    grace = kl.settings.SHUTDOWN_GRACE
+    log.info("stopping: no new connections; waiting up to %gs for %d request(s) in flight", grace,
+             max(0, kl.in_flight))
+    await kl.stop(grace)
+    log.info("stopped: counters written, database closed")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = settings.replace(GEMINI_BASE_URL=base_url, GEMINI_API_KEYS=list(DEMO_KEYS))
             log.warning("DEMO MODE: answers come from a simulated Gemini API on this machine (%s), "
                         "not from Google. Nothing leaves this machine.", base_url)
-        kl = Keyloom(settings, password=password, data_dir=data_dir, demo=args.demo, redactor=redactor)
+        clock = OffsetClock(args.clock_offset) if args.clock_offset else None
+        kl = Keyloom(settings, password=password, data_dir=data_dir, demo=args.demo, redactor=redactor, clock=clock)
         if kl.pool.rejected:
             log.warning("%d value(s) in GEMINI_API_KEYS are not keys (need 8-512 printable characters) "
                         "and were ignored", kl.pool.rejected)
@@ -129,8 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         asyncio.run(run())
+    except SchemaTooNew as e:
+        log.error("%s", e)
+        return 2
     except OSError as e:
-        log.error("cannot listen on %s:%s: %s", settings.HOST, settings.PORT, e.strerror or e)
+        log.error("cannot start: %s", e.strerror or e)
         return 1
     return 0
 

@@ -113,6 +113,30 @@ def parse_value(spec: SettingSpec, raw: str) -> Any:
         return value
     if t == "list":
         return split_list(text)
+    if t == "intmap":
+        mapping: dict[str, int] = {}
+        for item in split_list(text):
+            name, sep, number = item.partition("=")
+            if not sep or not name:
+                raise ValueError(f"expected name=number pairs, got {item!r}")
+            try:
+                mapping[name] = int(number)
+            except ValueError:
+                raise ValueError(f"expected a whole number after {name}=") from None
+            if mapping[name] < 0:
+                raise ValueError(f"{name} must not be negative")
+        return mapping
+    if t == "hops":
+        word = text.lower()
+        if word in ("auto", ""):
+            return "auto"
+        if word in TRUE_WORDS:
+            return 1
+        if word in FALSE_WORDS:
+            return 0
+        if word.isdigit() and int(word) <= 10:
+            return int(word)
+        raise ValueError("expected auto, true, false or a number of proxies (0-10)")
     if t == "tz":
         try:
             ZoneInfo(text)

@@ -94,6 +94,12 @@ def keyloom_env(fake: FakeGemini, data_dir: Path, **overrides: Any) -> dict[str,
         "MODELS_REFRESH_INTERVAL": "3600",
         "UPSTREAM_TIMEOUT": "10",
         "UPSTREAM_STREAM_IDLE_TIMEOUT": "10",
+        # hajimi's client limits (30/min) would get in the way of tests that send many requests;
+        # tests of the limits set them.
+        "MAX_REQUESTS_PER_MINUTE": "0",
+        "MAX_REQUESTS_PER_DAY_PER_IP": "0",
+        "API_KEY_DAILY_LIMIT": "0",
+        "FLUSH_INTERVAL": "0.2",
     }
     env.update({k: str(v) for k, v in overrides.items()})
     return env
@@ -103,12 +109,13 @@ def keyloom_env(fake: FakeGemini, data_dir: Path, **overrides: Any) -> dict[str,
 def start_keyloom(loop_thread: LoopThread, fake: FakeGemini, tmp_path: Path) -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
-    def start(**overrides: Any) -> Running:
-        env = keyloom_env(fake, tmp_path, **overrides)
-        settings = Settings.from_env(env)
+    def start(clock: Any = None, data_dir: Path | None = None, env: dict[str, str] | None = None,
+              **overrides: Any) -> Running:
+        settings = Settings.from_env(keyloom_env(fake, tmp_path, **overrides))
 
         async def boot() -> Keyloom:
-            kl = Keyloom(settings, password=settings.PASSWORD, data_dir=tmp_path)
+            kl = Keyloom(settings, password=settings.PASSWORD, data_dir=data_dir or tmp_path, clock=clock,
+                         env=env or {})
             await kl.start(port=0)
             await kl.catalog.refresh()  # joins the start-up refresh, so tests begin from a known state
             return kl

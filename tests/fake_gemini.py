@@ -232,6 +232,7 @@ class FakeGemini:
     def __init__(self, models: list[dict[str, Any]] | None = None):
         self.models = models if models is not None else list(DEFAULT_MODELS)
         self.keys: dict[str, str] = {}
+        self.key_model: dict[tuple[str, str], str] = {}  # (key, model) → behaviour, before `keys`
         self.unknown_key = "invalid"          # behaviour for keys not in `keys`; "ok" accepts any key
         self.script: collections.deque[Reply] = collections.deque()
         self.responder: Callable[[Recorded], Reply | None] | None = None
@@ -245,6 +246,7 @@ class FakeGemini:
 
     def reset(self) -> None:
         self.keys.clear()
+        self.key_model.clear()
         self.unknown_key = "invalid"
         self.script.clear()
         self.responder = None
@@ -258,8 +260,9 @@ class FakeGemini:
         for k in keys:
             self.keys[k] = behaviour
 
-    def generate_calls(self) -> list[Recorded]:
-        return [r for r in self.requests if r.action in ("generateContent", "streamGenerateContent")]
+    def generate_calls(self, model: str | None = None) -> list[Recorded]:
+        return [r for r in self.requests if r.action in ("generateContent", "streamGenerateContent")
+                and (model is None or r.model == model)]
 
     async def start_tls(self, ssl_context: Any, port: int = 0) -> str:
         """Serve over TLS (the certificate must name `localhost`); returns an https:// base URL."""
@@ -311,9 +314,11 @@ class _Base(tornado.web.RequestHandler):
         self.fake.requests.append(rec)
         return rec
 
-    def behaviour(self, key: str | None) -> str:
+    def behaviour(self, key: str | None, model: str = "") -> str:
         if key is None:
             return "missing"
+        if (key, model) in self.fake.key_model:
+            return self.fake.key_model[(key, model)]
         return self.fake.keys.get(key, self.fake.unknown_key)
 
     def send_json(self, status: int, body: Any) -> None:
@@ -364,7 +369,7 @@ class GenerateHandler(_Base):
         if action not in ("generateContent", "streamGenerateContent"):
             self.send_json(404, error_body(404, "NOT_FOUND", f"unknown method {action}"))
             return
-        if self.refuse(rec.key, model, self.behaviour(rec.key)):
+        if self.refuse(rec.key, model, self.behaviour(rec.key, model)):
             return
         if f"models/{model}" not in {m["name"] for m in self.fake.models}:
             self.send_json(404, not_found_body(model))

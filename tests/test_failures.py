@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
-from server.pool.policy import POLICY, DispatchError, KeyEffect, client_error, verdict
+from server.pool.keys import Unavailable
+from server.pool.policy import POLICY, DispatchError, KeyEffect, client_error, unavailable_error, verdict
 from server.redact import Redactor
 from server.upstream import failures as F
 from tests.fake_gemini import (bad_request_body, error_body, internal_body, invalid_key_body, leaked_body,
@@ -31,7 +33,8 @@ def test_per_minute_and_per_day_quotas_with_retry_delay():
     assert isinstance(m, F.QuotaExceeded) and m.per == "minute" and m.retry_after == 47.0
     assert m.quota_id.startswith("GenerateRequestsPerMinute")
     d = classify(429, quota_body("gemini-2.5-pro", "day", "3600s"))
-    assert d.per == "day" and d.retry_after == 3600.0
+    assert isinstance(d, F.DailyQuotaExceeded) and d.per == "day" and d.retry_after == 3600.0
+    assert not isinstance(m, F.DailyQuotaExceeded)
 
 
 def test_bare_quota_message_and_retry_hint_in_text():
@@ -106,7 +109,12 @@ def test_every_failure_type_has_a_policy_row():
 def test_policy_rows():
     assert verdict(F.InvalidKey("x")).key is KeyEffect.DISABLE
     assert verdict(F.KeySuspended("x")).key is KeyEffect.DISABLE
-    assert verdict(F.QuotaExceeded("x")).retry and verdict(F.QuotaExceeded("x")).key is KeyEffect.REST
+    assert verdict(F.QuotaExceeded("x")).retry and verdict(F.QuotaExceeded("x")).key is KeyEffect.COOL
+    assert verdict(F.DailyQuotaExceeded("x")).key is KeyEffect.EXHAUST
+    for transient in (F.Overloaded, F.ServerError, F.UpstreamTimeout):
+        assert verdict(transient("x")).key is KeyEffect.BACK_OFF
+    assert verdict(F.PermissionDenied("x")).key is KeyEffect.REST
+    assert verdict(F.Unreachable("x")).key is KeyEffect.NONE
     for never in (F.RequestRejected, F.PromptBlocked, F.ModelNotFound, F.LocationBlocked, F.TokenLimitReached):
         assert verdict(never("x")).retry is False
     assert verdict(F.EmptyReply("x")).empty
@@ -117,8 +125,12 @@ def test_client_error_all_quota_gives_429_with_retry_after():
                                     F.QuotaExceeded("q2", 429, per="minute", retry_after=12.1)], model="m"))
     assert e.status == 429 and e.headers["Retry-After"] == "13" and "x-should-retry" not in e.headers
     assert e.code == "rate_limit_exceeded" and "for m" in e.message and e.type != "insufficient_quota"
-    day = client_error(DispatchError([F.QuotaExceeded("d", 429, per="day", retry_after=3600)]))
+    day = client_error(DispatchError([F.DailyQuotaExceeded("d", 429, per="day", retry_after=3600)]))
     assert day.headers["x-should-retry"] == "false"
+    # what the pool knows wins over the hints in the failures
+    pool_says = Unavailable(retry_at=2e9, retry_after=7200.4, quota=True, next_day=True, detail="m: exhausted")
+    e = client_error(DispatchError([F.QuotaExceeded("q", 429, retry_after=5)], unavailable=pool_says, model="m"))
+    assert e.headers == {"Retry-After": "7201", "x-should-retry": "false"}
 
 
 def test_client_error_mixed_and_dead_keys():
@@ -130,8 +142,18 @@ def test_client_error_mixed_and_dead_keys():
     assert over.status == 503 and "2 attempts" in over.message
     assert client_error(DispatchError([F.ServerError("x", 500)])).status == 502
     assert client_error(DispatchError([F.UpstreamTimeout("x")])).status == 504
-    nokey = client_error(DispatchError([], unavailable="no key is configured"))
+    nokey = client_error(DispatchError([], unavailable=Unavailable(math.inf, math.inf, False, False,
+                                                                   "no key is configured")))
     assert nokey.status == 503 and "no key is configured" in nokey.message
+
+
+def test_unavailable_answers():
+    quota = unavailable_error(Unavailable(2e9, 30.2, True, False, "m: 3 cooling down"))
+    assert quota.status == 429 and quota.headers == {"Retry-After": "31"} and "3 cooling down" in quota.message
+    resting = unavailable_error(Unavailable(2e9, 2.0, False, False, "m: 3 resting"))
+    assert resting.status == 503 and resting.headers == {"Retry-After": "2"} and resting.code == "keys_resting"
+    dead = unavailable_error(Unavailable(math.inf, math.inf, False, False, "all 3 keys are disabled"))
+    assert dead.status == 503 and "Retry-After" not in dead.headers
 
 
 def test_client_error_for_requests_own_fault_keeps_upstream_status_and_message():

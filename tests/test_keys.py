@@ -3,12 +3,15 @@ and the status the client gets when nothing worked."""
 from __future__ import annotations
 
 import collections
+import time
 
 import openai
 import pytest
 
 from server.clock import ManualClock
 from server.pool.keys import KeyPool
+from server.pool.quota import DailyLimits, QuotaDay
+from server.settings import Settings
 from tests.conftest import KEYS
 from tests.fake_gemini import Reply, bad_request_body, text_reply
 
@@ -61,14 +64,15 @@ def test_unknown_model_is_404_and_not_retried(keyloom, fake):
     assert e.value.code == "model_not_found" and len(fake.generate_calls()) == 1
 
 
-@pytest.mark.parametrize("behaviour, retry_after, should_retry", [("quota_minute", "47", None),
-                                                                   ("quota_day", "3600", "false")])
-def test_quota_everywhere_gives_429_with_retry_after(keyloom, fake, behaviour, retry_after, should_retry):
+@pytest.mark.parametrize("behaviour, should_retry", [("quota_minute", None), ("quota_day", "false")])
+def test_quota_everywhere_gives_429_with_retry_after(keyloom, fake, behaviour, should_retry):
     for k in KEYS:
         fake.keys[k] = behaviour
     with keyloom.http() as h:
         r = h.post("/v1/chat/completions", headers=keyloom.auth(), json={"model": "gemini-2.5-pro", "messages": HELLO})
-    assert r.status_code == 429 and r.headers["retry-after"] == retry_after
+    # per minute: Google's RetryInfo (47s); per day: until the quota day ends (midnight Pacific)
+    expected = 47 if behaviour == "quota_minute" else keyloom.kl.quota_day.next_reset() - time.time()
+    assert r.status_code == 429 and abs(int(r.headers["retry-after"]) - expected) <= 2
     assert r.headers.get("x-should-retry") == should_retry  # a daily quota: retrying soon is pointless
     err = r.json()["error"]
     assert err["code"] == "rate_limit_exceeded" and "gemini-2.5-pro" in err["message"]
@@ -80,11 +84,12 @@ def test_quota_everywhere_gives_429_with_retry_after(keyloom, fake, behaviour, r
     ("internal", 502, openai.InternalServerError),
     ("invalid", 503, openai.InternalServerError),
 ])
-def test_status_when_every_attempt_fails(keyloom, fake, behaviour, status, exc):
+def test_status_when_every_attempt_fails(start_keyloom, fake, behaviour, status, exc):
+    kl = start_keyloom(MAX_RETRY_NUM="3")  # one round over the keys, no waiting for them to rest
     for k in KEYS:
         fake.keys[k] = behaviour
     with pytest.raises(exc) as e:
-        ask(keyloom)
+        ask(kl)
     assert e.value.status_code == status
     assert e.value.body and e.value.body.get("message")
     for k in KEYS:
@@ -95,9 +100,14 @@ def test_max_retry_num_bounds_the_attempts(start_keyloom, fake):
     kl = start_keyloom(MAX_RETRY_NUM="5")
     for k in KEYS:
         fake.keys[k] = "overloaded"
-    with pytest.raises(openai.InternalServerError):
+    start = time.monotonic()
+    with pytest.raises(openai.InternalServerError) as e:
         ask(kl)
-    assert len(fake.generate_calls()) == 5  # transient errors may try a key again, up to the bound
+    calls = fake.generate_calls()
+    assert len(calls) == 5  # each key rests after its 503; the request waits for the first to come back
+    assert [c.key for c in calls[:3]] == KEYS and calls[3].key == KEYS[0]
+    assert calls[3].time - calls[2].time >= 0.9 and time.monotonic() - start < 5
+    assert e.value.status_code == 503 and "5 attempts" in e.value.message
 
 
 def test_upstream_timeout_is_504(start_keyloom, fake):
@@ -139,6 +149,10 @@ def test_empty_reply_is_retried_then_reported(start_keyloom, fake):
         ask(kl)
     assert e.value.status_code == 502 and e.value.body["code"] == "empty_response"
     assert len(fake.generate_calls()) == 2 + 2
+    usage = kl.kl.pool.usage
+    empties = sum(usage.get(k.fp, "gemini-2.0-flash").failure_kinds.get("EmptyReply", 0)
+                  for k in kl.kl.pool.keys if usage.get(k.fp, "gemini-2.0-flash"))
+    assert empties == 3  # counted against the keys that returned them
 
 
 def test_blocked_prompt_is_a_clear_error_not_an_empty_200(keyloom, fake):
@@ -152,11 +166,12 @@ def test_blocked_prompt_is_a_clear_error_not_an_empty_200(keyloom, fake):
 
 def test_pool_selection_unit():
     clock = ManualClock()
-    pool = KeyPool(KEYS, clock)
+    settings = Settings.from_env({"API_KEY_DAILY_LIMIT": "0"})
+    pool = KeyPool(KEYS, clock, QuotaDay(clock, "America/Los_Angeles"), DailyLimits(lambda: settings))
     a, b, c = pool.keys
     assert [pool.pick("m").fp for _ in range(4)] == [a.fp, b.fp, c.fp, a.fp]
-    assert pool.pick("m", avoid={b.fp, c.fp}, tried={a.fp}) is a  # only a left: tried keys are the fallback
+    assert pool.pick("m", avoid={a.fp, c.fp}) is b
     assert pool.pick("m", avoid={a.fp, b.fp, c.fp}) is None
-    pool.record_failure(b, "m", "bad key", disable=True)
+    pool.disable(b, "bad key")
     assert all(pool.pick("m") is not b for _ in range(5))
     assert b.disabled_at == clock.time()

@@ -63,7 +63,8 @@ def test_invalid_settings_stop_startup_with_status_2_naming_the_variable(tmp_pat
         assert name in p.output()
 
 
-def test_sigterm_lets_an_in_flight_request_finish_then_exits_0(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_lets_an_in_flight_request_finish_then_exits_0(tmp_path, sig):
     p = KeyloomProcess("--demo", env={"PASSWORD": PASSWORD}, data_dir=tmp_path).wait_ready()
     result = {}
 
@@ -75,10 +76,10 @@ def test_sigterm_lets_an_in_flight_request_finish_then_exits_0(tmp_path):
     t = threading.Thread(target=slow_request)
     t.start()
     time.sleep(0.8)
-    assert p.stop(signal.SIGTERM) == 0
+    assert p.stop(sig) == 0
     t.join(10)
     assert "slow one" in result.get("reply", "")
-    assert "stopped" in p.output()
+    assert "stopped: counters written, database closed" in p.output()
 
 
 def test_keys_and_password_never_reach_the_log(tmp_path, fake, loop_thread):

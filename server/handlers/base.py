@@ -30,6 +30,8 @@ class ClientGone(Exception):
 class BaseHandler(tornado.web.RequestHandler):
     _task: asyncio.Future[Any] | None = None
     _client_gone = False
+    error_message: str | None = None   # what the client was told, when it was an error
+    error_status: int | None = None    # that error's status (also when it travelled inside a 200 stream)
 
     @property
     def kl(self) -> "Keyloom":
@@ -62,7 +64,15 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False))
 
+    def note_error(self, err: ApiError) -> None:
+        self.error_message = self.kl.redactor(err.message)
+        self.error_status = err.status
+
+    def logical_status(self) -> int:
+        return self.error_status or self.get_status()
+
     def write_api_error(self, err: ApiError) -> None:
+        self.note_error(err)
         self.clear()  # drops headers set so far and re-applies the default (CORS) ones
         for k, v in err.headers.items():
             self.set_header(k, v)
@@ -123,6 +133,9 @@ class BaseHandler(tornado.web.RequestHandler):
             self.kl.in_flight -= 1
 
 
+DRAIN_SLACK = 1024 * 1024
+
+
 class ApiHandler(BaseHandler):
     """Needs the client password."""
 
@@ -158,9 +171,15 @@ class JsonBodyHandler(ApiHandler):
             except ValueError:
                 raise ApiError(400, "Content-Length is not a number") from None
             if declared > limit:
-                raise self._deferred or ApiError(
-                    413, f"The request body is {declared} bytes; the limit is {limit} bytes (MAX_REQUEST_BODY_MB).",
-                    code="request_too_large")
+                too_large = ApiError(413, f"The request body is {declared} bytes; the limit is {limit} bytes "
+                                          "(MAX_REQUEST_BODY_MB).", code="request_too_large")
+                if declared > 2 * limit + DRAIN_SLACK:
+                    raise too_large  # not worth reading: answer now and let the connection close
+                # Read it and drop it, then answer: a client still sending when the answer comes may
+                # see a reset connection instead of the 413.
+                self._deferred = self._deferred or too_large
+                self.request.connection.set_max_body_size(declared)
+                return
         self.request.connection.set_max_body_size(limit)
 
     def data_received(self, chunk: bytes) -> None:

@@ -6,7 +6,10 @@ import logging
 from typing import AsyncIterator
 
 from ..chat import stream_error_frame
+from ..dispatch import Trace
 from ..errors import ApiError
+from ..limits import client_ip
+from ..store.requestlog import RequestRow
 from ..translate.sse import KEEPALIVE
 from .base import ClientGone, JsonBodyHandler, safe_flush
 
@@ -14,10 +17,16 @@ log = logging.getLogger("keyloom.chat")
 
 
 class ChatCompletionsHandler(JsonBodyHandler):
+    trace: Trace | None = None
+    stream_requested = False
+
     async def post(self) -> None:
         req = self.json_body()
+        self.trace = trace = Trace()
+        self.stream_requested = isinstance(req, dict) and req.get("stream") is True
         try:
-            plan = await self.cancellable(self.kl.chat.prepare(req))
+            plan = await self.cancellable(self.kl.chat.prepare(req, client_ip(self.request, self.kl.proxy_hops),
+                                                               trace))
             if not plan.stream:
                 reply = await self.cancellable(self.kl.chat.complete(plan))
                 self.write_json(reply)
@@ -46,9 +55,9 @@ class ChatCompletionsHandler(JsonBodyHandler):
         try:
             while True:
                 done, _ = await asyncio.wait((pending,), timeout=interval)
-                if self._client_gone:
-                    raise ClientGone()
                 if not done:
+                    if self._client_gone:
+                        raise ClientGone()
                     if not committed:
                         self._start_event_stream()
                         committed = True
@@ -64,6 +73,7 @@ class ChatCompletionsHandler(JsonBodyHandler):
                 except ApiError as e:
                     if not committed:
                         raise
+                    self.note_error(e)
                     self.write(stream_error_frame(e))
                     await safe_flush(self)
                     return
@@ -71,8 +81,10 @@ class ChatCompletionsHandler(JsonBodyHandler):
                     if not committed:
                         raise
                     log.exception("stream failed after it had started")
-                    self.write(stream_error_frame(ApiError(500, "Keyloom hit an internal error in this stream.",
-                                                           type="server_error", code="internal_error")))
+                    err = ApiError(500, "Keyloom hit an internal error in this stream.", type="server_error",
+                                   code="internal_error")
+                    self.note_error(err)
+                    self.write(stream_error_frame(err))
                     await safe_flush(self)
                     return
                 if not committed:
@@ -85,8 +97,20 @@ class ChatCompletionsHandler(JsonBodyHandler):
             self._task = None
             if not pending.done():
                 pending.cancel()
-                try:
-                    await pending
-                except BaseException:
-                    pass
+            try:
+                await pending  # also marks a finished one's exception as seen
+            except BaseException:
+                pass
             await it.aclose()
+
+    def on_finish(self) -> None:
+        super().on_finish()
+        trace = self.trace
+        if trace is None:
+            return  # refused before it was parsed (auth, size): nothing worth a row
+        r = self.request
+        self.kl.request_log.add(RequestRow(
+            ts=self.kl.clock.time() - r.request_time(), model=trace.model or None, key_fp=trace.key_fp, attempts=trace.attempts,
+            status=self.logical_status(), latency_ms=1000.0 * r.request_time(), prompt_tokens=trace.prompt_tokens,
+            completion_tokens=trace.completion_tokens, client_ip=client_ip(r, self.kl.proxy_hops),
+            stream=self.stream_requested, error=self.error_message))

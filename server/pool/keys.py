@@ -1,17 +1,37 @@
-"""The key pool: which keys exist, which are usable, which one serves the next attempt.
+"""The key pool: which keys exist, what state each is in, and which one serves the next attempt.
 
-The pool owns every key's state. Keys are held as `Key` objects whose repr and
-str are masked; the secret is read only where a request is sent upstream.
-Selection rotates over usable keys, and within one request prefers keys it has
-not tried yet (and never re-tries a key the request was told to avoid).
+The pool owns every key's state (disabled, backing off after 5xx, cooling down or
+exhausted per model) and, through `UsageCounters`, today's counts. Selection picks,
+among keys usable for the model, the one with the fewest requests today, round-robin
+among equals. Keys are kept per model in levels by count, so a pick looks at the
+least-used level first and costs the same whatever the request history; keys parked
+for the day (exhausted, disabled) are out of the levels altogether.
+
+Keys are held as `Key` objects whose repr and str are masked; the secret is read
+only where a request is sent upstream.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Collection, Iterable
+from datetime import datetime
+from typing import Iterable, Iterator
+from zoneinfo import ZoneInfo
 
 from ..clock import Clock
 from ..redact import fingerprint, mask
+from .quota import DailyLimits, MemoryUsage, QuotaDay
+
+BACKOFF_BASE = 1.0        # seconds after the first 5xx/timeout in a row; doubles with each one after
+BACKOFF_MAX = 30.0
+MINUTE_COOLDOWN = 60.0    # a per-minute 429 without RetryInfo
+
+
+@dataclass(eq=False)
+class ModelState:
+    cooldown_until: float = 0.0
+    exhausted_day: str | None = None
+    reason: str | None = None
 
 
 @dataclass(eq=False)
@@ -21,10 +41,11 @@ class Key:
     masked: str = ""
     disabled_reason: str | None = None
     disabled_at: float | None = None
+    backoff_until: float = 0.0
+    backoff_failures: int = 0
     last_error: str | None = None
     last_error_at: float | None = None
-    successes: int = 0
-    failures: int = 0
+    models: dict[str, ModelState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.fp = self.fp or fingerprint(self.secret)
@@ -45,15 +66,66 @@ def valid_key_text(secret: str) -> bool:
     return 8 <= len(secret) <= 512 and all(33 <= ord(ch) < 127 for ch in secret)
 
 
+class _Rotation:
+    """The keys in play for one model, grouped by today's request count (insertion order within a level)."""
+
+    __slots__ = ("levels", "level_of")
+
+    def __init__(self) -> None:
+        self.levels: dict[int, dict[str, Key]] = {}
+        self.level_of: dict[str, int] = {}
+
+    def put(self, key: Key, level: int) -> None:
+        self.remove(key.fp)
+        self.levels.setdefault(level, {})[key.fp] = key
+        self.level_of[key.fp] = level
+
+    def remove(self, fp: str) -> None:
+        level = self.level_of.pop(fp, None)
+        if level is not None:
+            keys = self.levels[level]
+            del keys[fp]
+            if not keys:
+                del self.levels[level]
+
+    def ordered(self) -> Iterator[tuple[int, Key]]:
+        for level in sorted(self.levels):
+            for key in self.levels[level].values():
+                yield level, key
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Why no key can serve a model now, and when one can."""
+
+    retry_at: float      # epoch seconds; math.inf when no key will (all disabled, none configured)
+    retry_after: float   # seconds from when this was computed
+    quota: bool          # quotas or limits keep the keys out (429), not only transient back-off (503)
+    next_day: bool       # the earliest key frees up only with the next quota day
+    detail: str
+
+
 class KeyPool:
-    def __init__(self, secrets: Iterable[str], clock: Clock):
+    def __init__(self, secrets: Iterable[str], clock: Clock, quota_day: QuotaDay, limits: DailyLimits,
+                 usage: MemoryUsage | None = None, display_tz: str = "UTC"):
         self.clock = clock
+        self.quota_day = quota_day
+        self.limits = limits
+        self.usage = usage or MemoryUsage(quota_day.today())
+        self.display_zone = ZoneInfo(display_tz)
         self.keys: list[Key] = []
         self._by_fp: dict[str, Key] = {}
         self.rejected = 0  # configured values that cannot be keys (never logged)
-        self._next = 0
+        self.day = self.quota_day.today()
+        if not self.usage.day:
+            self.usage.day = self.day
+        self._rot: dict[str, _Rotation] = {}
+        self._dirty_keys: set[str] = set()
+        self._dirty_models: set[tuple[str, str]] = set()
         for s in secrets:
             self.add(s)
+
+    # -- membership ------------------------------------------------------------------------------
 
     def add(self, secret: str) -> Key | None:
         if not valid_key_text(secret):
@@ -64,6 +136,7 @@ class KeyPool:
             return self._by_fp[key.fp]
         self.keys.append(key)
         self._by_fp[key.fp] = key
+        self._rot.clear()
         return key
 
     def get(self, fp: str) -> Key | None:
@@ -72,32 +145,211 @@ class KeyPool:
     def secrets(self) -> list[str]:
         return [k.secret for k in self.keys]
 
-    def pick(self, model: str, avoid: Collection[str] = (), tried: Collection[str] = ()) -> Key | None:
-        """The next usable key for `model`: untried keys first, never one in `avoid` (fingerprints)."""
-        n = len(self.keys)
-        fallback: Key | None = None
-        for step in range(n):
-            key = self.keys[(self._next + step) % n]
-            if not key.usable or key.fp in avoid:
-                continue
-            if key.fp in tried:
-                fallback = fallback or key
-                continue
-            self._next = (self._next + step + 1) % n
-            return key
-        return fallback
+    # -- the quota day -----------------------------------------------------------------------------
 
-    def record_success(self, key: Key, model: str) -> None:
-        key.successes += 1
+    def check_day(self) -> str:
+        """Roll over to a new quota day when one has begun (called on each pick and each flush tick)."""
+        day = self.quota_day.today()
+        if day != self.day:
+            self.day = day
+            self.usage.roll(day)
+            self._rot.clear()  # rebuilt from today's (empty) counts; yesterday's exhaustion no longer applies
+        return day
 
-    def record_failure(self, key: Key, model: str, message: str, disable: bool) -> None:
+    def _rotation(self, model: str) -> _Rotation:
+        rot = self._rot.get(model)
+        if rot is None:
+            rot = self._rot[model] = _Rotation()
+            for key in self.keys:
+                ms = key.models.get(model)
+                if key.usable and not (ms is not None and ms.exhausted_day == self.day):
+                    rot.put(key, self.usage.requests(key.fp, model))
+        return rot
+
+    # -- selection -------------------------------------------------------------------------------
+
+    def _ready(self, key: Key, model: str, now: float) -> bool:
+        if key.backoff_until > now:
+            return False
+        ms = key.models.get(model)
+        return ms is None or ms.cooldown_until <= now
+
+    def pick(self, model: str, avoid: Iterable[str] = ()) -> Key | None:
+        """The least-used key ready for `model` (not in `avoid`), reserved: its request is counted now,
+        so concurrent requests spread over keys and a daily limit cannot be overshot."""
+        self.check_day()
         now = self.clock.time()
-        key.failures += 1
+        limit = self.limits.for_model(model)
+        rot = self._rotation(model)
+        for level, key in rot.ordered():
+            if limit and level >= limit:
+                break  # this level and every one after it is at the daily limit
+            if key.fp in avoid or not self._ready(key, model, now):
+                continue
+            self.usage.add(key.fp, model, requests=1)
+            rot.put(key, level + 1)  # to the back of the next level: round-robin among equals
+            return key
+        return None
+
+    def release(self, key: Key, model: str) -> None:
+        """The reserved request never reached Google (the connection failed): take the count back."""
+        if self.usage.day != self.day or self.usage.requests(key.fp, model) <= 0:
+            return
+        self.usage.add(key.fp, model, requests=-1)
+        rot = self._rot.get(model)
+        if rot is not None and key.fp in rot.level_of:
+            rot.put(key, self.usage.requests(key.fp, model))
+
+    # -- outcomes --------------------------------------------------------------------------------
+
+    def success(self, key: Key, model: str, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        self.usage.add(key.fp, model, successes=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        if key.backoff_failures or key.backoff_until:
+            key.backoff_failures = 0
+            key.backoff_until = 0.0
+            self._dirty_keys.add(key.fp)
+
+    def _note_error(self, key: Key, message: str, now: float) -> None:
         key.last_error = message
         key.last_error_at = now
-        if disable and key.disabled_reason is None:
-            key.disabled_reason = message
-            key.disabled_at = now
+        self._dirty_keys.add(key.fp)
+
+    def failure(self, key: Key, model: str, kind: str, message: str) -> None:
+        """Count a failed attempt (no change of state)."""
+        self.usage.add(key.fp, model, failure=kind)
+        self._note_error(key, message, self.clock.time())
+
+    def disable(self, key: Key, reason: str) -> None:
+        if key.disabled_reason is not None:
+            return
+        key.disabled_reason = reason
+        key.disabled_at = self.clock.time()
+        self._dirty_keys.add(key.fp)
+        for rot in self._rot.values():
+            rot.remove(key.fp)
+
+    def enable(self, key: Key) -> None:
+        key.disabled_reason = None
+        key.disabled_at = None
+        key.backoff_failures = 0
+        key.backoff_until = 0.0
+        self._dirty_keys.add(key.fp)
+        self._rot.clear()
+
+    def back_off(self, key: Key) -> float:
+        """A transient failure (5xx, timeout): rest the key a little, longer each time in a row."""
+        key.backoff_failures += 1
+        delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (key.backoff_failures - 1))
+        key.backoff_until = self.clock.time() + delay
+        self._dirty_keys.add(key.fp)
+        return delay
+
+    def cool_down(self, key: Key, model: str, seconds: float | None, reason: str) -> None:
+        """A per-minute quota ran out: not this key for this model for a while."""
+        ms = key.models.setdefault(model, ModelState())
+        ms.cooldown_until = self.clock.time() + (seconds if seconds and seconds > 0 else MINUTE_COOLDOWN)
+        ms.reason = reason
+        self._dirty_models.add((key.fp, model))
+
+    def exhaust(self, key: Key, model: str, reason: str) -> None:
+        """A per-day quota ran out: not this key for this model until the quota day ends."""
+        ms = key.models.setdefault(model, ModelState())
+        ms.exhausted_day = self.check_day()
+        ms.reason = reason
+        self._dirty_models.add((key.fp, model))
+        rot = self._rot.get(model)
+        if rot is not None:
+            rot.remove(key.fp)
+
+    # -- when nothing is available ---------------------------------------------------------------
+
+    def unavailable(self, model: str, avoid: Iterable[str] = ()) -> Unavailable:
+        day = self.check_day()
+        now = self.clock.time()
+        limit = self.limits.for_model(model)
+        reset = self.quota_day.next_reset()
+        avoid = set(avoid)
+        best = math.inf
+        best_quota = False
+        live = exhausted = at_limit = cooling = backing_off = 0
+        for key in self.keys:
+            if not key.usable or key.fp in avoid:  # avoided: out for the rest of this request
+                continue
+            live += 1
+            ms = key.models.get(model)
+            if ms is not None and ms.exhausted_day == day:
+                exhausted += 1
+                t, quota = reset, True
+            elif limit and self.usage.requests(key.fp, model) >= limit:
+                at_limit += 1
+                t, quota = reset, True
+            else:
+                cool = ms.cooldown_until if ms is not None else 0.0
+                t = max(now, key.backoff_until, cool)
+                quota = cool > now
+                cooling += cool > now
+                backing_off += key.backoff_until > now
+            if t < best or (t == best and quota and not best_quota):
+                best, best_quota = t, quota
+        if not self.keys:
+            return Unavailable(math.inf, math.inf, False, False, "no key is configured (set GEMINI_API_KEYS)")
+        if live == 0:
+            disabled = sum(1 for k in self.keys if not k.usable)
+            why = f"all {len(self.keys)} keys are disabled" if disabled == len(self.keys) else \
+                f"{disabled} of {len(self.keys)} keys are disabled and the others were refused for this request"
+            return Unavailable(math.inf, math.inf, False, False, why)
+        parts = []
+        if at_limit:
+            parts.append(f"{at_limit} at the daily limit of {limit}")
+        if exhausted:
+            parts.append(f"{exhausted} out of Google's daily quota")
+        if cooling:
+            parts.append(f"{cooling} cooling down after a per-minute quota")
+        if backing_off:
+            parts.append(f"{backing_off} resting after upstream errors")
+        when = datetime.fromtimestamp(best, self.display_zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+        detail = f"{model}: of {live} usable keys, " + ", ".join(parts or ["none is free"]) + \
+                 f"; the first frees up at {when}"
+        return Unavailable(best, best - now, best_quota, best >= reset, detail)
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    def load(self, key_states: dict[str, tuple], model_states: dict[tuple[str, str], tuple]) -> None:
+        """States read back at start-up, for the keys configured now (others are ignored)."""
+        for fp, (reason, disabled_at, backoff_until, backoff_failures, last_error, last_error_at) in key_states.items():
+            key = self._by_fp.get(fp)
+            if key is None:
+                continue
+            key.disabled_reason, key.disabled_at = reason, disabled_at
+            key.backoff_until, key.backoff_failures = backoff_until or 0.0, backoff_failures or 0
+            key.last_error, key.last_error_at = last_error, last_error_at
+        for (fp, model), (cooldown_until, exhausted_day, reason) in model_states.items():
+            key = self._by_fp.get(fp)
+            if key is not None:
+                key.models[model] = ModelState(cooldown_until or 0.0, exhausted_day, reason)
+        self._rot.clear()
+
+    def drain_states(self) -> tuple[list[tuple], list[tuple]]:
+        """Rows for key_state and key_model_state that changed since the last drain."""
+        keys = []
+        for fp in self._dirty_keys:
+            k = self._by_fp.get(fp)
+            if k is not None:
+                keys.append((fp, k.disabled_reason, k.disabled_at, k.backoff_until or None, k.backoff_failures,
+                             k.last_error, k.last_error_at))
+        models = []
+        for fp, model in self._dirty_models:
+            k = self._by_fp.get(fp)
+            ms = k.models.get(model) if k is not None else None
+            if ms is not None:
+                models.append((fp, model, ms.cooldown_until or None, ms.exhausted_day, ms.reason))
+        self._dirty_keys.clear()
+        self._dirty_models.clear()
+        return keys, models
+
+    def restore_states(self, keys: list[tuple], models: list[tuple]) -> None:
+        self._dirty_keys.update(row[0] for row in keys)
+        self._dirty_models.update((row[0], row[1]) for row in models)
 
     def counts(self) -> dict[str, int]:
         disabled = sum(1 for k in self.keys if not k.usable)

@@ -1,8 +1,8 @@
 """What each upstream failure means: for the key, for this request, and for the client.
 
 Two tables. `POLICY` says whether to try again and what happens to the key;
-`client_error` says what the client is told once no attempt is left. Changing
-retry behaviour is a change to a row here, nowhere else.
+`client_error` (with `_CLIENT`) says what the client is told once no attempt is
+left. Changing retry behaviour is a change to a row here, nowhere else.
 """
 from __future__ import annotations
 
@@ -11,42 +11,47 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ..errors import ApiError
-from ..upstream.failures import (BadResponse, EmptyReply, InvalidKey, KeySuspended, LocationBlocked, ModelNotFound,
-                                 Overloaded, OutputBlocked, PermissionDenied, PromptBlocked, QuotaExceeded,
-                                 RequestRejected, ServerError, TokenLimitReached, Unreachable, UpstreamFailure,
-                                 UpstreamTimeout)
+from ..upstream.failures import (BadResponse, DailyQuotaExceeded, EmptyReply, InvalidKey, KeySuspended,
+                                 LocationBlocked, ModelNotFound, Overloaded, OutputBlocked, PermissionDenied,
+                                 PromptBlocked, QuotaExceeded, RequestRejected, ServerError, TokenLimitReached,
+                                 Unreachable, UpstreamFailure, UpstreamTimeout)
+from .keys import Unavailable
 
 
 class KeyEffect(Enum):
     NONE = "none"          # the key did nothing wrong
-    DISABLE = "disable"    # out of rotation until an owner revives it
-    REST = "rest"          # key-specific trouble: skip it for the rest of this request
+    DISABLE = "disable"    # out of rotation until an owner revives it (persisted)
+    COOL = "cool"          # this model, for the RetryInfo delay (per-minute quota)
+    EXHAUST = "exhaust"    # this model, until the quota day ends (per-day quota)
+    BACK_OFF = "back_off"  # the whole key, briefly, longer with each failure in a row (5xx, timeouts)
+    REST = "rest"          # not again within this request only
 
 
 @dataclass(frozen=True)
 class Verdict:
     retry: bool            # another attempt may succeed
     key: KeyEffect
-    empty: bool = False    # counts against MAX_EMPTY_RESPONSES rather than only MAX_RETRY_NUM
+    empty: bool = False    # counts against MAX_EMPTY_RESPONSES as well as MAX_RETRY_NUM
 
 
 POLICY: dict[type[UpstreamFailure], Verdict] = {
-    InvalidKey:        Verdict(retry=True,  key=KeyEffect.DISABLE),
-    KeySuspended:      Verdict(retry=True,  key=KeyEffect.DISABLE),
-    PermissionDenied:  Verdict(retry=True,  key=KeyEffect.REST),
-    QuotaExceeded:     Verdict(retry=True,  key=KeyEffect.REST),
-    Overloaded:        Verdict(retry=True,  key=KeyEffect.NONE),
-    ServerError:       Verdict(retry=True,  key=KeyEffect.NONE),
-    UpstreamTimeout:   Verdict(retry=True,  key=KeyEffect.NONE),
-    Unreachable:       Verdict(retry=True,  key=KeyEffect.NONE),
-    BadResponse:       Verdict(retry=True,  key=KeyEffect.NONE),
-    EmptyReply:        Verdict(retry=True,  key=KeyEffect.NONE, empty=True),
-    OutputBlocked:     Verdict(retry=True,  key=KeyEffect.NONE, empty=True),
-    RequestRejected:   Verdict(retry=False, key=KeyEffect.NONE),
-    ModelNotFound:     Verdict(retry=False, key=KeyEffect.NONE),
-    LocationBlocked:   Verdict(retry=False, key=KeyEffect.NONE),
-    PromptBlocked:     Verdict(retry=False, key=KeyEffect.NONE),
-    TokenLimitReached: Verdict(retry=False, key=KeyEffect.NONE),
+    InvalidKey:         Verdict(retry=True,  key=KeyEffect.DISABLE),
+    KeySuspended:       Verdict(retry=True,  key=KeyEffect.DISABLE),
+    PermissionDenied:   Verdict(retry=True,  key=KeyEffect.REST),
+    QuotaExceeded:      Verdict(retry=True,  key=KeyEffect.COOL),
+    DailyQuotaExceeded: Verdict(retry=True,  key=KeyEffect.EXHAUST),
+    Overloaded:         Verdict(retry=True,  key=KeyEffect.BACK_OFF),
+    ServerError:        Verdict(retry=True,  key=KeyEffect.BACK_OFF),
+    UpstreamTimeout:    Verdict(retry=True,  key=KeyEffect.BACK_OFF),
+    Unreachable:        Verdict(retry=True,  key=KeyEffect.NONE),
+    BadResponse:        Verdict(retry=True,  key=KeyEffect.NONE),
+    EmptyReply:         Verdict(retry=True,  key=KeyEffect.NONE, empty=True),
+    OutputBlocked:      Verdict(retry=True,  key=KeyEffect.NONE, empty=True),
+    RequestRejected:    Verdict(retry=False, key=KeyEffect.NONE),
+    ModelNotFound:      Verdict(retry=False, key=KeyEffect.NONE),
+    LocationBlocked:    Verdict(retry=False, key=KeyEffect.NONE),
+    PromptBlocked:      Verdict(retry=False, key=KeyEffect.NONE),
+    TokenLimitReached:  Verdict(retry=False, key=KeyEffect.NONE),
 }
 _DEFAULT = Verdict(retry=True, key=KeyEffect.NONE)
 
@@ -60,11 +65,12 @@ def verdict(failure: UpstreamFailure) -> Verdict:
 
 
 class DispatchError(Exception):
-    """No attempt produced an answer. `failures` in the order they happened; `unavailable` when the
-    pool had no usable key (before any attempt, or after every usable one was spent)."""
+    """No attempt produced an answer. `failures` in the order they happened; `unavailable` says why the
+    pool had no (further) key to offer, when that is what ended the request."""
 
-    def __init__(self, failures: list[UpstreamFailure], *, unavailable: str = "", model: str = ""):
-        super().__init__(unavailable or (str(failures[-1]) if failures else "no attempt was made"))
+    def __init__(self, failures: list[UpstreamFailure], *, unavailable: Unavailable | None = None, model: str = ""):
+        super().__init__(unavailable.detail if unavailable and not failures else
+                         (str(failures[-1]) if failures else "no attempt was made"))
         self.failures = failures
         self.unavailable = unavailable
         self.model = model
@@ -98,13 +104,31 @@ def _summary(failures: list[UpstreamFailure]) -> str:
     return ", ".join(f"{n}× {k}" for k, n in counts.items())
 
 
+def _retry_headers(seconds: float, next_day: bool) -> dict[str, str]:
+    headers = {"Retry-After": str(max(1, math.ceil(seconds)))}
+    if next_day:
+        headers["x-should-retry"] = "false"  # the OpenAI SDKs would otherwise retry a quota that is gone for today
+    return headers
+
+
+def unavailable_error(u: Unavailable) -> ApiError:
+    """No key could be offered at all."""
+    if math.isinf(u.retry_at):
+        return ApiError(503, f"Keyloom has no usable Gemini key: {u.detail}", type="server_error",
+                        code="no_usable_key")
+    if u.quota:
+        return ApiError(429, f"Every Gemini key is used up for now: {u.detail}", type="rate_limit_error",
+                        code="rate_limit_exceeded", headers=_retry_headers(u.retry_after, u.next_day))
+    return ApiError(503, f"Every Gemini key is resting after upstream errors: {u.detail}", type="server_error",
+                    code="keys_resting", headers=_retry_headers(u.retry_after, False))
+
+
 def client_error(err: DispatchError) -> ApiError:
     """The one answer a client gets when its request could not be served."""
-    failures = err.failures
-    model = err.model
+    failures, u = err.failures, err.unavailable
     if not failures:
-        return ApiError(503, f"Keyloom has no usable Gemini key: {err.unavailable}", type="server_error",
-                        code="no_usable_key")
+        return unavailable_error(u) if u is not None else ApiError(
+            503, "Keyloom has no usable Gemini key", type="server_error", code="no_usable_key")
     last = failures[-1]
     if not verdict(last).retry:
         status, type_, code = _lookup(last)
@@ -114,27 +138,27 @@ def client_error(err: DispatchError) -> ApiError:
         return ApiError(status, prefix + last.message, type=type_, code=code,
                         param="model" if isinstance(last, ModelNotFound) else None)
 
-    key_dead = (InvalidKey, KeySuspended)
-    alive = [f for f in failures if not isinstance(f, key_dead)]
+    alive = [f for f in failures if not isinstance(f, (InvalidKey, KeySuspended))]
     n = len(failures)
     attempts = f"{n} attempt{'s' if n != 1 else ''}"
     if not alive:
         return ApiError(503, f"No usable Gemini key: every key tried was rejected ({_summary(failures)}). "
                              f"Last error: {last.message}", type="server_error", code="no_usable_key")
     if all(isinstance(f, QuotaExceeded) for f in alive):
-        delays = [f.retry_after for f in alive if isinstance(f, QuotaExceeded) and f.retry_after]
-        retry_after = max(1, math.ceil(min(delays))) if delays else 60
-        headers = {"Retry-After": str(retry_after)}
-        if all(isinstance(f, QuotaExceeded) and f.per == "day" for f in alive):
-            headers["x-should-retry"] = "false"
-        what = f" for {model}" if model else ""
+        if u is not None and u.quota and not math.isinf(u.retry_at):
+            seconds, next_day = u.retry_after, u.next_day
+        else:
+            delays = [f.retry_after for f in alive if isinstance(f, QuotaExceeded) and f.retry_after]
+            seconds = min(delays) if delays else 60.0
+            next_day = all(isinstance(f, DailyQuotaExceeded) for f in alive)
+        headers = _retry_headers(seconds, next_day)
+        what = f" for {err.model}" if err.model else ""
         return ApiError(429, f"Every Gemini key is over its quota{what} ({_summary(failures)} in {attempts}); "
-                             f"retry in {retry_after}s. Last error: {alive[-1].message}",
+                             f"retry in {headers['Retry-After']}s. Last error: {alive[-1].message}",
                         type="rate_limit_error", code="rate_limit_exceeded", headers=headers)
-    empties = [f for f in alive if verdict(f).empty]
     primary = next((f for f in reversed(alive) if not isinstance(f, QuotaExceeded) and not verdict(f).empty), None)
     if primary is None:
-        primary = empties[-1] if empties else alive[-1]
+        primary = next((f for f in reversed(alive) if verdict(f).empty), alive[-1])
     status, type_, code = _lookup(primary)
     return ApiError(status, f"Gemini failed after {attempts} ({_summary(failures)}). Last error: {primary.message}",
                     type=type_, code=code)

@@ -68,6 +68,11 @@ class QuotaExceeded(UpstreamFailure):
 
 
 @dataclass(eq=False)
+class DailyQuotaExceeded(QuotaExceeded):
+    """A per-day quota (quotaId …PerDay…): waiting a minute will not help; the key is done for this model today."""
+
+
+@dataclass(eq=False)
 class Overloaded(UpstreamFailure):
     """503 UNAVAILABLE: the model is overloaded; transient."""
 
@@ -85,6 +90,8 @@ class UpstreamTimeout(UpstreamFailure):
 @dataclass(eq=False)
 class Unreachable(UpstreamFailure):
     """The connection could not be made, or broke before an answer."""
+
+    reached: bool = True  # False: the request never left (connect failed), so it does not count against the key
 
 
 @dataclass(eq=False)
@@ -202,8 +209,8 @@ def classify_error(status: int, body: bytes, redact: Callable[[str], str] = lamb
             m = _RETRY_IN.search(raw_message)
             if m:
                 retry_after = float(m.group(1))
-        return QuotaExceeded(message, status, per=per, retry_after=retry_after,
-                             quota_id=quota_ids[0] if quota_ids else "")
+        kind = DailyQuotaExceeded if per == "day" else QuotaExceeded
+        return kind(message, status, per=per, retry_after=retry_after, quota_id=quota_ids[0] if quota_ids else "")
     if status == 403 or google_status == "PERMISSION_DENIED":
         permanent = {"CONSUMER_SUSPENDED", "SERVICE_DISABLED", "API_KEY_SERVICE_BLOCKED"}
         reason = next(iter(reasons & permanent), "")

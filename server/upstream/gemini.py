@@ -25,8 +25,10 @@ API_VERSION = "v1beta"
 def transport_failure(e: HttpError) -> UpstreamFailure:
     if isinstance(e, HttpTimeout):
         return UpstreamTimeout(f"Gemini did not answer in time: {e}")
-    if isinstance(e, (ConnectFailed, ConnectionBroken, ForbiddenAddress)):
-        return Unreachable(f"could not reach Gemini: {e}")
+    if isinstance(e, (ConnectFailed, ForbiddenAddress)):
+        return Unreachable(f"could not reach Gemini: {e}", reached=False)
+    if isinstance(e, ConnectionBroken):
+        return Unreachable(f"lost the connection to Gemini: {e}")
     if isinstance(e, ResponseTooLarge):
         return BadResponse(str(e))
     return Unreachable(str(e))

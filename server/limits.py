@@ -1,0 +1,113 @@
+"""Client limits: requests per minute across all clients, and per client IP per quota day.
+
+The client IP is the socket's peer unless TRUST_PROXY_HEADERS says how many proxies in
+front of Keyloom to trust; only then is X-Forwarded-For read, from the right, so a
+client cannot spoof its way past the limit by sending the header itself.
+"""
+from __future__ import annotations
+
+import collections
+import ipaddress
+import math
+from typing import Callable, Mapping
+
+from tornado.httputil import HTTPServerRequest
+
+from .clock import Clock
+from .errors import ApiError
+from .pool.quota import QuotaDay
+from .settings import Settings
+
+MAX_TRACKED_IPS = 200_000
+
+
+def proxy_hops(setting: int | str, env: Mapping[str, str]) -> int:
+    """TRUST_PROXY_HEADERS → how many proxies to trust. auto: one on a HuggingFace Space (SPACE_ID is set)."""
+    if setting == "auto":
+        return 1 if env.get("SPACE_ID") else 0
+    return int(setting)
+
+
+def client_ip(request: HTTPServerRequest, hops: int) -> str:
+    peer = request.remote_ip or ""
+    if hops <= 0:
+        return peer
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    parts = [p.strip() for p in forwarded.split(",") if p.strip()]
+    if not parts:
+        return peer
+    # Each trusted proxy appends the address it saw; the client is the entry `hops` from the right.
+    candidate = parts[-hops] if len(parts) >= hops else parts[0]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return peer
+
+
+class ClientLimits:
+    def __init__(self, settings: Callable[[], Settings], quota_day: QuotaDay, clock: Clock):
+        self.settings = settings
+        self.quota_day = quota_day
+        self.clock = clock
+        self._minute: collections.deque[float] = collections.deque()
+        self.day = quota_day.today()
+        self.per_ip: dict[str, int] = {}
+        self._dirty: set[str] = set()
+        self._pending: list[tuple[str, str, int]] = []
+
+    def _check_day(self) -> None:
+        day = self.quota_day.today()
+        if day != self.day:
+            self._pending.extend((self.day, ip, self.per_ip[ip]) for ip in self._dirty)
+            self._dirty.clear()
+            self.per_ip = {}
+            self.day = day
+
+    def admit(self, ip: str) -> ApiError | None:
+        """Count one request from `ip`, or say why it is refused (a 429 in the OpenAI shape)."""
+        s = self.settings()
+        self._check_day()
+        per_minute, per_day = s.MAX_REQUESTS_PER_MINUTE, s.MAX_REQUESTS_PER_DAY_PER_IP
+        if per_minute:
+            now = self.clock.monotonic()
+            window = self._minute
+            while window and window[0] <= now - 60.0:
+                window.popleft()
+            if len(window) >= per_minute:
+                wait = max(1, math.ceil(window[0] + 60.0 - now))
+                return ApiError(429, f"Keyloom accepts {per_minute} requests per minute (MAX_REQUESTS_PER_MINUTE); "
+                                     f"retry in {wait}s.", type="rate_limit_error", code="rate_limit_exceeded",
+                                headers={"Retry-After": str(wait)})
+        if per_day:
+            used = self.per_ip.get(ip, 0)
+            if used >= per_day:
+                wait = max(1, math.ceil(self.quota_day.next_reset() - self.clock.time()))
+                return ApiError(429, f"This client used its {per_day} requests for today "
+                                     f"(MAX_REQUESTS_PER_DAY_PER_IP); the count resets in {wait}s.",
+                                type="rate_limit_error", code="rate_limit_exceeded",
+                                headers={"Retry-After": str(wait), "x-should-retry": "false"})
+        if per_minute:
+            self._minute.append(self.clock.monotonic())
+        if ip in self.per_ip or len(self.per_ip) < MAX_TRACKED_IPS:
+            self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+            self._dirty.add(ip)
+        return None
+
+    def load(self, day: str, rows: dict[str, int]) -> None:
+        if day == self.day:
+            self.per_ip = dict(rows)
+
+    def drain(self) -> list[tuple[str, str, int]]:
+        self._check_day()
+        out = self._pending
+        self._pending = []
+        out.extend((self.day, ip, self.per_ip[ip]) for ip in self._dirty)
+        self._dirty.clear()
+        return out
+
+    def restore(self, rows: list[tuple[str, str, int]]) -> None:
+        for day, ip, count in rows:
+            if day == self.day:
+                self._dirty.add(ip)
+            else:
+                self._pending.append((day, ip, count))

@@ -1,0 +1,145 @@
+"""Quota days, daily limits, and the per-key per-model usage counters.
+
+Google counts free quotas per key (project) and per model, and resets them at
+midnight Pacific time. The quota day here follows QUOTA_RESET_TZ, independent of
+the display time zone. Counters live in memory on the request path; `UsageCounters`
+is the one interface the pool uses, so a shared store (Redis, for several replicas)
+can replace `MemoryUsage` without touching the request path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, time as dtime, timedelta
+from typing import Callable, Protocol
+from zoneinfo import ZoneInfo
+
+from ..clock import Clock
+from ..settings import Settings
+
+
+class QuotaDay:
+    """Which quota day it is, and when the next one starts. O(1) per call: the day's bounds are cached."""
+
+    def __init__(self, clock: Clock, tz: str):
+        self.clock = clock
+        self.zone = ZoneInfo(tz)
+        self._day = ""
+        self._start = 0.0
+        self._end = -1.0
+
+    def _compute(self, now: float) -> None:
+        local = datetime.fromtimestamp(now, self.zone)
+        day = local.date()
+        start = datetime.combine(day, dtime(0), self.zone)
+        end = datetime.combine(day + timedelta(days=1), dtime(0), self.zone)
+        self._day, self._start, self._end = day.isoformat(), start.timestamp(), end.timestamp()
+
+    def today(self) -> str:
+        now = self.clock.time()
+        if not (self._start <= now < self._end):
+            self._compute(now)
+        return self._day
+
+    def next_reset(self) -> float:
+        self.today()
+        return self._end
+
+
+class DailyLimits:
+    """API_KEY_DAILY_LIMIT, overridden per model by MODEL_DAILY_LIMITS; read live from the settings."""
+
+    def __init__(self, settings: Callable[[], Settings]):
+        self.settings = settings
+
+    def for_model(self, model: str) -> int:
+        """0 means no limit."""
+        s = self.settings()
+        return s.MODEL_DAILY_LIMITS.get(model, s.API_KEY_DAILY_LIMIT)
+
+
+@dataclass
+class Usage:
+    requests: int = 0
+    successes: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    failure_kinds: dict[str, int] = field(default_factory=dict)
+
+    def copy(self) -> "Usage":
+        return Usage(self.requests, self.successes, self.failures, self.prompt_tokens, self.completion_tokens,
+                     dict(self.failure_kinds))
+
+
+class UsageCounters(Protocol):
+    """Per key × model counters for the current quota day."""
+
+    day: str
+
+    def requests(self, key_fp: str, model: str) -> int: ...
+
+    def add(self, key_fp: str, model: str, *, requests: int = 0, successes: int = 0, failure: str | None = None,
+            prompt_tokens: int = 0, completion_tokens: int = 0) -> None: ...
+
+    def roll(self, day: str) -> None: ...
+
+
+class MemoryUsage:
+    """In-memory counters with dirty tracking; the flusher persists what changed."""
+
+    def __init__(self, day: str = ""):
+        self.day = day
+        self.rows: dict[tuple[str, str], Usage] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._pending: list[tuple[str, str, str, Usage]] = []  # rows of a finished day not yet written
+
+    def requests(self, key_fp: str, model: str) -> int:
+        u = self.rows.get((key_fp, model))
+        return u.requests if u is not None else 0
+
+    def get(self, key_fp: str, model: str) -> Usage | None:
+        return self.rows.get((key_fp, model))
+
+    def add(self, key_fp: str, model: str, *, requests: int = 0, successes: int = 0, failure: str | None = None,
+            prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        k = (key_fp, model)
+        u = self.rows.get(k)
+        if u is None:
+            u = self.rows[k] = Usage()
+        u.requests += requests
+        u.successes += successes
+        u.prompt_tokens += prompt_tokens
+        u.completion_tokens += completion_tokens
+        if failure is not None:
+            u.failures += 1
+            u.failure_kinds[failure] = u.failure_kinds.get(failure, 0) + 1
+        self._dirty.add(k)
+
+    def roll(self, day: str) -> None:
+        """A new quota day: yesterday's unwritten rows wait for the next flush; counting starts at 0."""
+        for k in self._dirty:
+            self._pending.append((self.day, k[0], k[1], self.rows[k].copy()))
+        self._dirty.clear()
+        self.rows = {}
+        self.day = day
+
+    def load(self, day: str, rows: dict[tuple[str, str], Usage]) -> None:
+        self.day = day
+        self.rows = rows
+        self._dirty.clear()
+
+    def drain(self) -> list[tuple[str, str, str, Usage]]:
+        """(day, key_fp, model, usage) for everything changed since the last drain."""
+        out = self._pending
+        self._pending = []
+        out.extend((self.day, fp, model, self.rows[(fp, model)].copy()) for fp, model in self._dirty)
+        self._dirty.clear()
+        return out
+
+    def restore(self, rows: list[tuple[str, str, str, Usage]]) -> None:
+        """A flush failed: mark its rows to be written again (values in memory are the newest)."""
+        for day, fp, model, usage in rows:
+            if day == self.day and (fp, model) in self.rows:
+                self._dirty.add((fp, model))
+            else:
+                self._pending.append((day, fp, model, usage))

@@ -1,0 +1,130 @@
+"""SQLite through aiosqlite: opening (WAL), migrations, and the few statements Keyloom runs.
+
+Nothing here runs on the request path: the flusher writes in batches, start-up reads
+back today's state. WAL with synchronous=NORMAL keeps the file consistent after a
+crash or `kill -9` (a committed transaction is never half there) at a small cost per
+commit; only what was not yet flushed is lost.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import aiosqlite
+
+from ..settings import ROOT
+
+MIGRATIONS_DIR = ROOT / "migrations"
+DB_FILE = "keyloom.sqlite3"
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer Keyloom than this one."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        m = _NAME.match(path.name)
+        if not m:
+            raise ValueError(f"migration file {path.name} does not look like NNNN_name.sql")
+        found.append(Migration(int(m.group(1)), m.group(2), path.read_text(encoding="utf-8")))
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise ValueError(f"migrations must be numbered 1, 2, 3… without gaps; found {versions}")
+    return found
+
+
+async def schema_version(conn: aiosqlite.Connection) -> int:
+    await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                       "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)")
+    async with conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def migrate(conn: aiosqlite.Connection, migrations: Sequence[Migration], path: Path | str = "") -> int:
+    """Apply what is missing, each migration in its own transaction; returns the version reached."""
+    current = await schema_version(conn)
+    await conn.commit()
+    latest = migrations[-1].version if migrations else 0
+    if current > latest:
+        raise SchemaTooNew(f"the database {path} has schema version {current}, but this Keyloom knows only up "
+                           f"to {latest}: it was written by a newer Keyloom. Run that version, or point DATA_DIR "
+                           f"elsewhere.")
+    for m in migrations:
+        if m.version <= current:
+            continue
+        # executescript commits any open transaction first; BEGIN…COMMIT makes the file's DDL and its
+        # version row land together or not at all.
+        await conn.executescript(
+            f"BEGIN;\n{m.sql}\nINSERT INTO schema_migrations (version, name, applied_at) "
+            f"VALUES ({m.version}, '{m.name}', {time.time()!r});\nCOMMIT;")
+        current = m.version
+    return current
+
+
+class Database:
+    def __init__(self, path: Path):
+        self.path = path
+        self._conn: aiosqlite.Connection | None = None
+        self.version = 0
+
+    @property
+    def conn(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise RuntimeError("database is not open")
+        return self._conn
+
+    async def open(self, migrations: Sequence[Migration] | None = None) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))  # private from the first byte
+        self._conn = await aiosqlite.connect(self.path, isolation_level=None)  # transactions are explicit
+        await self._conn.execute("PRAGMA journal_mode=WAL")
+        await self._conn.execute("PRAGMA synchronous=NORMAL")
+        await self._conn.execute("PRAGMA busy_timeout=5000")
+        try:
+            self.version = await migrate(self._conn, load_migrations() if migrations is None else migrations,
+                                         self.path)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async with self.conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def write(self, batches: Iterable[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        """Run every (statement, rows) batch in one transaction."""
+        conn = self.conn
+        try:
+            await conn.execute("BEGIN")
+            for sql, rows in batches:
+                if rows:
+                    await conn.executemany(sql, rows)
+            await conn.commit()
+        except BaseException:
+            await conn.rollback()
+            raise
+
+    async def integrity(self) -> str:
+        rows = await self.fetchall("PRAGMA integrity_check")
+        return str(rows[0][0]) if rows else "no answer"

@@ -1,0 +1,150 @@
+"""Persistence of what the request path counts: loaded at start-up, flushed periodically, flushed at stop.
+
+The owners (the key pool and its usage counters, the client limits, the request log)
+keep everything in memory and hand over what changed; one flush writes it all in one
+transaction. If a write fails, the owners take their rows back and the next tick
+tries again: nothing is lost but what a crash takes between two ticks.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+from tornado.ioloop import PeriodicCallback
+
+from ..clock import Clock
+from ..limits import ClientLimits
+from ..pool.keys import KeyPool
+from ..pool.quota import MemoryUsage, Usage
+from ..settings import Settings
+from .db import Database
+from .requestlog import RequestLog
+
+log = logging.getLogger("keyloom.store")
+
+PRUNE_EVERY = 3600.0
+
+UPSERT_USAGE = (
+    "INSERT INTO key_usage (day, key_fp, model, requests, successes, failures, prompt_tokens, completion_tokens) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, key_fp, model) DO UPDATE SET "
+    "requests = excluded.requests, successes = excluded.successes, failures = excluded.failures, "
+    "prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens")
+UPSERT_FAILURES = (
+    "INSERT INTO key_failures (day, key_fp, model, kind, count) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (day, key_fp, model, kind) DO UPDATE SET count = excluded.count")
+UPSERT_KEY_STATE = (
+    "INSERT OR REPLACE INTO key_state (key_fp, disabled_reason, disabled_at, backoff_until, backoff_failures, "
+    "last_error, last_error_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+UPSERT_MODEL_STATE = (
+    "INSERT OR REPLACE INTO key_model_state (key_fp, model, cooldown_until, exhausted_day, reason) "
+    "VALUES (?, ?, ?, ?, ?)")
+UPSERT_CLIENT = (
+    "INSERT INTO client_usage (day, ip, requests) VALUES (?, ?, ?) "
+    "ON CONFLICT (day, ip) DO UPDATE SET requests = excluded.requests")
+INSERT_REQUEST = (
+    "INSERT INTO request_log (ts, model, key_fp, attempts, status, latency_ms, prompt_tokens, completion_tokens, "
+    "client_ip, stream, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+class Flusher:
+    def __init__(self, db: Database, pool: KeyPool, limits: ClientLimits, requests: RequestLog,
+                 settings: Callable[[], Settings], clock: Clock):
+        self.db = db
+        self.pool = pool
+        self.usage: MemoryUsage = pool.usage  # type: ignore[assignment]
+        self.limits = limits
+        self.requests = requests
+        self.settings = settings
+        self.clock = clock
+        self._callback: PeriodicCallback | None = None
+        self._running: asyncio.Task[Any] | None = None
+        self._last_prune = 0.0
+        self.flushes = 0
+        self.failed_flushes = 0
+
+    async def load(self) -> None:
+        """Read back today's counts and every key's state."""
+        day = self.pool.quota_day.today()
+        usage: dict[tuple[str, str], Usage] = {}
+        for fp, model, req, ok, fail, pt, ct in await self.db.fetchall(
+                "SELECT key_fp, model, requests, successes, failures, prompt_tokens, completion_tokens "
+                "FROM key_usage WHERE day = ?", (day,)):
+            usage[(fp, model)] = Usage(req, ok, fail, pt, ct)
+        for fp, model, kind, count in await self.db.fetchall(
+                "SELECT key_fp, model, kind, count FROM key_failures WHERE day = ?", (day,)):
+            usage.setdefault((fp, model), Usage()).failure_kinds[kind] = count
+        self.usage.load(day, usage)
+        self.pool.day = day
+        key_states = {row[0]: tuple(row[1:]) for row in await self.db.fetchall(
+            "SELECT key_fp, disabled_reason, disabled_at, backoff_until, backoff_failures, last_error, last_error_at "
+            "FROM key_state")}
+        model_states = {(row[0], row[1]): tuple(row[2:]) for row in await self.db.fetchall(
+            "SELECT key_fp, model, cooldown_until, exhausted_day, reason FROM key_model_state")}
+        self.pool.load(key_states, model_states)
+        self.limits.load(day, {ip: n for ip, n in await self.db.fetchall(
+            "SELECT ip, requests FROM client_usage WHERE day = ?", (day,))})
+
+    async def flush(self) -> int:
+        """Write everything that changed, in one transaction. Returns the number of rows written."""
+        self.pool.check_day()  # a new quota day starts counting from 0 even when no request comes
+        usage = self.usage.drain()
+        keys, models = self.pool.drain_states()
+        clients = self.limits.drain()
+        requests = self.requests.drain()
+        usage_rows = [(day, fp, model, u.requests, u.successes, u.failures, u.prompt_tokens, u.completion_tokens)
+                      for day, fp, model, u in usage]
+        failure_rows = [(day, fp, model, kind, n) for day, fp, model, u in usage for kind, n in u.failure_kinds.items()]
+        request_rows = [r.as_tuple() for r in requests]
+        total = len(usage_rows) + len(failure_rows) + len(keys) + len(models) + len(clients) + len(request_rows)
+        if not total:
+            return 0
+        try:
+            await self.db.write([(UPSERT_USAGE, usage_rows), (UPSERT_FAILURES, failure_rows),
+                                 (UPSERT_KEY_STATE, keys), (UPSERT_MODEL_STATE, models),
+                                 (UPSERT_CLIENT, clients), (INSERT_REQUEST, request_rows)])
+        except BaseException:
+            self.usage.restore(usage)
+            self.pool.restore_states(keys, models)
+            self.limits.restore(clients)
+            self.requests.restore(requests)
+            self.failed_flushes += 1
+            raise
+        self.flushes += 1
+        return total
+
+    async def prune(self) -> None:
+        """Drop request-log rows older than REQUEST_LOG_DAYS, and key states that no longer say anything."""
+        now = self.clock.time()
+        cutoff = now - self.settings().REQUEST_LOG_DAYS * 86400
+        await self.db.write([
+            ("DELETE FROM request_log WHERE ts < ?", [(cutoff,)]),
+            ("DELETE FROM key_model_state WHERE (exhausted_day IS NULL OR exhausted_day < ?) "
+             "AND (cooldown_until IS NULL OR cooldown_until < ?)", [(self.pool.quota_day.today(), now)]),
+        ])
+        self._last_prune = now
+
+    async def _tick(self) -> None:
+        try:
+            await self.flush()
+            if self.clock.time() - self._last_prune >= PRUNE_EVERY:
+                await self.prune()
+        except Exception:
+            log.exception("writing counters to the database failed; will try again")
+
+    def _on_timer(self) -> None:
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(self._tick())
+
+    def start(self) -> None:
+        self._callback = PeriodicCallback(self._on_timer, self.settings().FLUSH_INTERVAL * 1000)
+        self._callback.start()
+
+    async def stop(self) -> None:
+        """Stop the timer, wait for a flush under way, then flush what is left."""
+        if self._callback is not None:
+            self._callback.stop()
+            self._callback = None
+        if self._running is not None:
+            await asyncio.gather(self._running, return_exceptions=True)
+        await self.flush()
