@@ -21,6 +21,7 @@ log = logging.getLogger("keyloom.models")
 
 FALLBACK_MODELS = ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.0-flash")
 RETRY_FAILED_LISTING_AFTER = 30.0
+MAX_UNLISTED_MODELS = 64  # model ids Google did not list that clients may still try (aliases, experiments)
 
 
 def model_id(name: str) -> str:
@@ -39,6 +40,7 @@ class ModelCatalog:
         self.failed_at: float | None = None
         self.last_error: str | None = None
         self._refreshing: asyncio.Future[bool] | None = None
+        self._unlisted: set[str] = set()
 
     async def refresh(self) -> bool:
         """Fetch the list now (concurrent callers share one fetch). False when it failed."""
@@ -96,6 +98,16 @@ class ModelCatalog:
 
     def is_blocked(self, mid: str) -> bool:
         return mid in self.settings().BLOCKED_MODELS
+
+    def admit(self, mid: str) -> bool:
+        """May a request for `mid` go upstream? Listed models always; unlisted ones (Google serves some
+        it does not list) up to a bound, since every model id tried costs state per key."""
+        if self.loaded_at is None or mid in self._chat or mid in self._unlisted:
+            return True
+        if len(self._unlisted) >= MAX_UNLISTED_MODELS:
+            return False
+        self._unlisted.add(mid)
+        return True
 
     def traits(self, mid: str) -> ModelTraits:
         t = self._traits.get(mid)

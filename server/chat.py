@@ -57,7 +57,7 @@ class ChatService:
         model = model_id(model.strip())
         if not MODEL_ID.match(model):
             raise bad_request("model is not a valid model id", "model")
-        if self.catalog.is_blocked(model):
+        if self.catalog.is_blocked(model) or not self.catalog.admit(model):
             raise model_not_found(model)
         stream = req.get("stream", False)
         if stream is None:

@@ -64,6 +64,17 @@ def test_unknown_model_is_404_and_not_retried(keyloom, fake):
     assert e.value.code == "model_not_found" and len(fake.generate_calls()) == 1
 
 
+def test_unlisted_model_ids_a_client_can_make_keyloom_track_are_bounded(keyloom, fake):
+    from server.catalog import MAX_UNLISTED_MODELS
+    for i in range(MAX_UNLISTED_MODELS):
+        with pytest.raises(openai.NotFoundError):
+            ask(keyloom, model=f"made-up-{i}")
+    with pytest.raises(openai.NotFoundError):
+        ask(keyloom, model="one-too-many")
+    assert len(fake.generate_calls()) == MAX_UNLISTED_MODELS  # the last one never went upstream
+    assert ask(keyloom, model="gemini-2.5-flash").choices[0].message.content  # listed models always pass
+
+
 @pytest.mark.parametrize("behaviour, should_retry", [("quota_minute", None), ("quota_day", "false")])
 def test_quota_everywhere_gives_429_with_retry_after(keyloom, fake, behaviour, should_retry):
     for k in KEYS:
