@@ -28,8 +28,15 @@ def setup_logging(level: str, tz: str, redactor: Redactor) -> None:
     zone = ZoneInfo(tz)
 
     class Formatter(logging.Formatter):
+        _second = -1
+        _text = ""
+
         def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-            return datetime.fromtimestamp(record.created, zone).strftime("%Y-%m-%d %H:%M:%S")
+            second = int(record.created)
+            if second != self._second:  # one strftime per second, not per line
+                self._second = second
+                self._text = datetime.fromtimestamp(second, zone).strftime("%Y-%m-%d %H:%M:%S")
+            return self._text
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -133,6 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo_upstream.stop()
 
     try:
+        if settings.UVLOOP:
+            try:
+                import uvloop  # the same asyncio loop Tornado runs on, implemented in C
+            except ImportError:
+                pass
+            else:
+                uvloop.install()
         asyncio.run(run())
     except SchemaTooNew as e:
         log.error("%s", e)

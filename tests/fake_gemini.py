@@ -220,7 +220,30 @@ def last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
+WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet")
+
+
+def bench_params(model: str) -> dict[str, float] | None:
+    """Models named `bench-<name>-<value>-…` shape the default reply for benchmarks:
+    words (answer length), pieces (stream events), wait (seconds before answering),
+    gap (milliseconds between stream events). Any such model exists without being listed."""
+    if not model.startswith("bench-"):
+        return None
+    parts = model.split("-")[1:]
+    params: dict[str, float] = {}
+    for name, value in zip(parts[::2], parts[1::2]):
+        try:
+            params[name] = float(value)
+        except ValueError:
+            pass
+    return params
+
+
 def default_reply(body: dict[str, Any], model: str) -> dict[str, Any]:
+    bench = bench_params(model)
+    if bench and bench.get("words"):
+        n = int(bench["words"])
+        return text_reply(" ".join(WORDS[i % len(WORDS)] for i in range(n)), prompt_tokens=10)
     thinking = (body.get("generationConfig") or {}).get("thinkingConfig") or {}
     thought = "Thinking about the question." if thinking.get("includeThoughts") else None
     reply = text_reply(f"Echo: {last_user_text(body)}", thought=thought, thoughts_tokens=5 if thought else 0)
@@ -241,6 +264,7 @@ class FakeGemini:
         self.connections = 0
         self.cancelled = 0
         self.page_size = 50
+        self.record = True  # keep every request (tests); off for long benchmark runs
         self.server: HTTPServer | None = None
         self.base_url = ""
 
@@ -311,7 +335,8 @@ class _Base(tornado.web.RequestHandler):
         rec = Recorded(self.request.method, self.request.path,
                        {k: v[-1].decode() for k, v in self.request.query_arguments.items()},
                        key, model, action, body, time.time())
-        self.fake.requests.append(rec)
+        if self.fake.record:
+            self.fake.requests.append(rec)
         return rec
 
     def behaviour(self, key: str | None, model: str = "") -> str:
@@ -371,7 +396,8 @@ class GenerateHandler(_Base):
             return
         if self.refuse(rec.key, model, self.behaviour(rec.key, model)):
             return
-        if f"models/{model}" not in {m["name"] for m in self.fake.models}:
+        bench = bench_params(model)
+        if bench is None and f"models/{model}" not in {m["name"] for m in self.fake.models}:
             self.send_json(404, not_found_body(model))
             return
         if not isinstance(rec.body, dict) or not rec.body.get("contents"):
@@ -383,7 +409,7 @@ class GenerateHandler(_Base):
         if reply is None and self.fake.script:
             reply = self.fake.script.popleft()
         reply = reply or Reply()
-        delay = reply.delay + self.fake.latency
+        delay = reply.delay + self.fake.latency + (bench or {}).get("wait", 0.0)
         if delay:
             await asyncio.sleep(delay)
         if reply.close_early:
@@ -401,12 +427,14 @@ class GenerateHandler(_Base):
         if self.get_query_argument("alt", None) != "sse":
             self.send_json(200, [body])  # alt=json: one JSON array
             return
-        events = reply.events if reply.events is not None else stream_events(body)
+        pieces = int((bench or {}).get("pieces", 3))
+        events = reply.events if reply.events is not None else stream_events(body, pieces)
+        gap = reply.event_delay or (bench or {}).get("gap", 0.0) / 1000
         self.set_header("Content-Type", "text/event-stream")
         try:
             for i, event in enumerate(events):
-                if i and reply.event_delay:
-                    await asyncio.sleep(reply.event_delay)
+                if i and gap:
+                    await asyncio.sleep(gap)
                 self.write(event if isinstance(event, bytes) else frame(event))
                 await self.flush()
         except StreamClosedError:
@@ -419,12 +447,14 @@ def main() -> None:  # pragma: no cover - manual and benchmark use
     p.add_argument("--port", type=int, default=8099)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--record", action="store_true", help="keep every request in memory (off: benchmarks)")
     args = p.parse_args()
 
     async def run() -> None:
         fake = FakeGemini()
         fake.unknown_key = "ok"
         fake.latency = args.latency
+        fake.record = args.record
         url = await fake.start(args.port, args.host)
         print(f"fake Gemini listening on {url}", flush=True)
         await asyncio.Event().wait()

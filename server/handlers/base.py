@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Awaitable, TypeVar
 
 import tornado.web
 import ujson
+from tornado import httputil
 from tornado.iostream import StreamClosedError
 
 from ..auth import authorized
@@ -27,6 +29,20 @@ class ClientGone(Exception):
     """The client closed its connection; there is nobody left to answer."""
 
 
+class _HttpDate:
+    """The Date header, formatted once per second rather than once per response."""
+
+    second = -1
+    text = ""
+
+    @classmethod
+    def now(cls) -> str:
+        second = int(time.time())
+        if second != cls.second:
+            cls.second, cls.text = second, httputil.format_timestamp(second)
+        return cls.text
+
+
 class BaseHandler(tornado.web.RequestHandler):
     _task: asyncio.Future[Any] | None = None
     _client_gone = False
@@ -38,8 +54,15 @@ class BaseHandler(tornado.web.RequestHandler):
         """The application object (set on the Tornado application; available even before initialize)."""
         return self.application.keyloom  # type: ignore[attr-defined]
 
+    def clear(self) -> None:
+        # Tornado's clear(), minus a Server header we would only delete and a Date formatted per response.
+        self._headers = httputil.HTTPHeaders({"Content-Type": "application/json", "Date": _HttpDate.now()})
+        self.set_default_headers()
+        self._write_buffer = []
+        self._status_code = 200
+        self._reason = "OK"
+
     def set_default_headers(self) -> None:
-        self.clear_header("Server")
         origin = self.request.headers.get("Origin")
         if origin:
             allowed = self.kl.settings.ALLOWED_ORIGINS
@@ -112,12 +135,17 @@ class BaseHandler(tornado.web.RequestHandler):
             self._task.cancel()
 
     async def cancellable(self, aw: Awaitable[T]) -> T:
-        """Await `aw` in a task that is cancelled (closing its upstream call) if the client hangs up."""
-        self._task = task = asyncio.ensure_future(aw)
+        """Await `aw` so that it is cancelled (closing its upstream call) if the client hangs up.
+
+        Tornado already runs each request in a task of its own: that task is what gets cancelled,
+        and the cancellation is turned back into ClientGone here, so no second task is needed."""
+        task = asyncio.current_task()
+        self._task = task
         try:
-            return await task
+            return await aw
         except asyncio.CancelledError:
-            if self._client_gone:
+            if self._client_gone and task is not None:
+                task.uncancel()
                 raise ClientGone() from None
             raise
         finally:

@@ -22,18 +22,20 @@ class ChatCompletionsHandler(JsonBodyHandler):
 
     async def post(self) -> None:
         req = self.json_body()
-        self.trace = trace = Trace()
+        self.trace = Trace()
         self.stream_requested = isinstance(req, dict) and req.get("stream") is True
         try:
-            plan = await self.cancellable(self.kl.chat.prepare(req, client_ip(self.request, self.kl.proxy_hops),
-                                                               trace))
-            if not plan.stream:
-                reply = await self.cancellable(self.kl.chat.complete(plan))
-                self.write_json(reply)
-                return
-            await self.write_event_stream(self.kl.chat.events(plan))
+            await self.cancellable(self._serve(req))  # hanging up cancels it all
         except ClientGone:
             return
+
+    async def _serve(self, req: object) -> None:
+        assert self.trace is not None
+        plan = await self.kl.chat.prepare(req, client_ip(self.request, self.kl.proxy_hops), self.trace)
+        if not plan.stream:
+            self.write_json(await self.kl.chat.complete(plan))
+        else:
+            await self.write_event_stream(self.kl.chat.events(plan))
 
     def _start_event_stream(self) -> None:
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")

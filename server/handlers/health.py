@@ -1,6 +1,8 @@
 """GET /health: is the process up, and counts only (no keys, no model names, no settings)."""
 from __future__ import annotations
 
+import asyncio
+
 from .. import __version__
 from .base import BaseHandler
 
@@ -13,6 +15,7 @@ class HealthHandler(BaseHandler):
             "status": "ok",
             "version": __version__,
             "uptime_seconds": round(kl.clock.monotonic() - kl.started_mono, 1),
+            "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
             "demo": kl.demo,
             "keys": kl.pool.counts(),
             "models": len(kl.catalog.chat_models()),

@@ -7,10 +7,15 @@ must drop the upstream call the moment its client hangs up, and streams bodies
 through. So: one keep-alive pool per origin, a request cancelled by cancelling
 its task (the socket is closed, never reused half-read), bodies readable whole
 or as they arrive, and hard caps on what an upstream can make us hold.
+
+Each connection is one asyncio Protocol that parses the response as bytes
+arrive (no stream reader/writer pair, no future per read): this is on every
+request's path, so it is kept lean.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import socket
 import ssl
@@ -20,7 +25,7 @@ from typing import AsyncIterator, Iterable
 from urllib.parse import urlsplit
 
 MAX_HEAD_BYTES = 64 * 1024
-READ_PIECE = 256 * 1024
+PAUSE_AT = 1024 * 1024  # stop reading a streamed body while this much waits for its consumer
 
 
 class HttpError(Exception):
@@ -84,120 +89,335 @@ def _forbidden_ip(ip: str) -> bool:
             or addr.is_reserved or addr.is_unspecified)
 
 
-class _Conn:
-    __slots__ = ("reader", "writer", "idle_since", "reused")
+# body framing of the response being read
+_NONE, _LENGTH, _CHUNKED, _EOF = range(4)
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader = reader
-        self.writer = writer
-        self.idle_since = 0.0
+
+class _Conn(asyncio.Protocol):
+    """One upstream connection, one request at a time; parses the response as bytes arrive."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
         self.reused = False
+        self.idle_since = 0.0
+        self._buf = bytearray()
+        self._resp: Response | None = None
+        self._head_waiter: asyncio.Future[None] | None = None
+        self._in_head = False
+        self._framing = _NONE
+        self._remaining = 0
+        self._chunk_trailer = False
+        self._paused = False
 
-    def alive(self) -> bool:
-        return not self.writer.is_closing() and not self.reader.at_eof()
+    # -- asyncio callbacks -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        resp = self._resp
+        if resp is None:
+            return
+        if self._in_head:
+            self._fail(ConnectionBroken("upstream closed the connection before answering" if not self._buf
+                                        else "upstream sent an incomplete response head"))
+        elif self._framing == _EOF:
+            self._finish()
+        elif not resp.complete:
+            self._fail(ConnectionBroken("upstream closed the connection before the body ended"))
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def pause_writing(self) -> None:  # request bodies are bounded; the transport buffers them
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        resp = self._resp
+        if resp is None or resp.complete:
+            self.abort()  # bytes nobody asked for: this connection cannot be trusted any more
+            return
+        if self._in_head:
+            buf = self._buf
+            buf += data
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD_BYTES:
+                    self._fail(ConnectionBroken("upstream response head is too large"))
+                return
+            try:
+                interim = self._parse_head(bytes(buf[:end]))
+            except HttpError as e:
+                self._fail(e)
+                return
+            rest = bytes(buf[end + 4:])
+            buf.clear()
+            if interim:  # 100 Continue, 103 Early Hints: the real head follows
+                if rest:
+                    self.data_received(rest)
+                return
+            self._in_head = False
+            waiter = self._head_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            if self._framing == _NONE:
+                self._finish()
+                return
+            if not rest:
+                return
+            data = rest
+        if self._framing == _LENGTH:
+            if len(data) > self._remaining:
+                self._fail(ConnectionBroken("upstream sent more than its Content-Length"))
+                return
+            self._remaining -= len(data)
+            self._deliver(data)
+            if self._remaining == 0:
+                self._finish()
+        elif self._framing == _CHUNKED:
+            self._chunked(data)
+        else:
+            self._deliver(data)
+
+    # -- parsing -------------------------------------------------------------------------------------
+
+    def _parse_head(self, raw: bytes) -> bool:
+        """Parse a response head into the current Response; True for an interim (1xx) head."""
+        try:
+            text = raw.decode("latin-1")
+            status_line, _, rest = text.partition("\r\n")
+            version, status_s = status_line.split(" ", 2)[:2]
+            status = int(status_s)
+            if not version.startswith("HTTP/1."):
+                raise ValueError
+        except ValueError:
+            raise ConnectionBroken("upstream answered with something that is not HTTP/1.x") from None
+        if 100 <= status < 200 and status != 101:
+            return True
+        headers: dict[str, str] = {}
+        for line in rest.split("\r\n"):
+            if not line:
+                continue
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise ConnectionBroken("malformed header line from upstream")
+            name = name.strip().lower()
+            value = value.strip()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        resp = self._resp
+        assert resp is not None
+        resp.status = status
+        resp.headers = headers
+        resp.keep_alive = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+        if resp.method in ("HEAD", "CONNECT") or status in (204, 304):
+            self._framing = _NONE
+        elif headers.get("transfer-encoding", "").lower().endswith("chunked"):
+            self._framing = _CHUNKED
+            self._chunk_trailer = False
+            self._remaining = -1  # next thing is a size line
+        elif "content-length" in headers:
+            try:
+                self._remaining = int(headers["content-length"])
+            except ValueError:
+                raise ConnectionBroken("invalid Content-Length from upstream") from None
+            self._framing = _LENGTH if self._remaining > 0 else _NONE
+            if resp.limit is not None and self._remaining > resp.limit:
+                raise ResponseTooLarge(f"upstream response larger than {resp.limit} bytes")
+        else:
+            self._framing = _EOF
+            resp.keep_alive = False
+        return False
+
+    def _chunked(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        while buf:
+            if self._remaining > 0:  # inside a chunk's data
+                take = min(self._remaining, len(buf))
+                piece = bytes(buf[:take])
+                del buf[:take]
+                self._remaining -= take
+                self._deliver(piece)
+                if self._resp is None or self._resp.error is not None:
+                    return
+                if self._remaining == 0:
+                    self._remaining = -2  # expect the CRLF after the data
+                continue
+            end = buf.find(b"\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD_BYTES:
+                    self._fail(ConnectionBroken("malformed chunked body from upstream"))
+                return
+            line = bytes(buf[:end])
+            del buf[:end + 2]
+            if self._remaining == -2:
+                if line:
+                    self._fail(ConnectionBroken("improperly terminated chunk from upstream"))
+                    return
+                self._remaining = -1
+            elif self._chunk_trailer:
+                if not line:  # the blank line after the trailers: done
+                    self._finish()
+                    return
+            else:
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    self._fail(ConnectionBroken("invalid chunk size from upstream"))
+                    return
+                if size == 0:
+                    self._chunk_trailer = True
+                else:
+                    self._remaining = size
+
+    def _deliver(self, piece: bytes) -> None:
+        resp = self._resp
+        assert resp is not None
+        resp.received += len(piece)
+        if resp.limit is not None and resp.received > resp.limit:
+            self._fail(ResponseTooLarge(f"upstream response larger than {resp.limit} bytes"))
+            return
+        resp._pieces.append(piece)
+        resp._buffered += len(piece)
+        if resp._streaming:
+            resp._wake()
+            if resp._buffered > PAUSE_AT and not self._paused and self.transport is not None:
+                self._paused = True
+                self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self._paused and self.transport is not None and not self.closed:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def _finish(self) -> None:
+        resp = self._resp
+        if resp is None or resp.complete:
+            return
+        resp.complete = True
+        resp._wake()
+        if self._buf:
+            resp.keep_alive = False  # bytes past the end of the response: do not reuse
+
+    def _fail(self, error: HttpError) -> None:
+        resp = self._resp
+        self.abort()
+        if resp is None:
+            return
+        if resp.error is None and not resp.complete:
+            resp.error = error
+        waiter = self._head_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        resp._wake()
 
     def abort(self) -> None:
-        transport = self.writer.transport
-        if transport is not None and not transport.is_closing():
-            transport.abort()
+        self.closed = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+    # -- sending -------------------------------------------------------------------------------------
+
+    def start(self, resp: "Response", payload: bytes, body: bytes) -> asyncio.Future[None]:
+        self._resp = resp
+        self._in_head = True
+        self._buf.clear()
+        self._framing = _NONE
+        self._paused = False
+        self._head_waiter = waiter = self.loop.create_future()
+        assert self.transport is not None
+        self.transport.write(payload)
+        if body:
+            self.transport.write(body)
+        return waiter
 
 
 class Response:
-    """Status and headers of an upstream response; the body is read from it (whole, or piece by piece)."""
+    """An upstream response: status and headers, then the body, whole (`body`) or piece by piece."""
 
-    def __init__(self, client: "HttpClient", origin: Origin, conn: _Conn, status: int,
-                 headers: dict[str, str], keep_alive: bool, no_body: bool):
-        self.status = status
-        self.headers = headers
+    def __init__(self, client: "HttpClient | None", origin: Origin, conn: _Conn, method: str, limit: int | None):
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.keep_alive = False
+        self.method = method
+        self.limit = limit
+        self.received = 0
+        self.complete = False
+        self.error: HttpError | None = None
+        self.body = b""
         self._client = client
         self._origin = origin
         self._conn: _Conn | None = conn
-        self._keep_alive = keep_alive
-        self._no_body = no_body
-        self.body = b""
+        self._pieces: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._streaming = False
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if self.keep_alive and self._client is not None and not conn.closed:
+            conn._resp = None
+            self._client._release(self._origin, conn)
+        else:
+            conn.abort()
+
+    async def _wait(self, timeout: float | None) -> None:
+        conn = self._conn
+        loop = conn.loop if conn is not None else asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        handle = loop.call_later(timeout, waiter.cancel) if timeout is not None else None
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if handle is not None and waiter.cancelled() and not _task_cancelling():
+                raise HttpTimeout(f"upstream sent nothing for {timeout:g}s") from None
+            raise
+        finally:
+            if handle is not None:
+                handle.cancel()
+            self._waiter = None
 
     async def iter_body(self, idle_timeout: float | None = None, limit: int | None = None) -> AsyncIterator[bytes]:
         """Yield body pieces as they arrive; each wait is bounded by idle_timeout."""
-        conn = self._conn
-        if conn is None:
-            return
-        reader = conn.reader
-        total = 0
+        if limit is not None:
+            self.limit = limit if self.limit is None else min(self.limit, limit)
+        self._streaming = True
         try:
-            if self._no_body:
-                pass
-            elif self.headers.get("transfer-encoding", "").lower().endswith("chunked"):
-                while True:
-                    line = await _within(idle_timeout, reader.readuntil(b"\r\n"))
-                    try:
-                        size = int(line.split(b";", 1)[0].strip(), 16)
-                    except ValueError:
-                        raise ConnectionBroken("invalid chunk size from upstream") from None
-                    if size == 0:
-                        while (await _within(idle_timeout, reader.readuntil(b"\r\n"))) != b"\r\n":
-                            pass  # trailers
-                        break
-                    total += size
-                    if limit is not None and total > limit:
-                        raise ResponseTooLarge(f"upstream response larger than {limit} bytes")
-                    while size:
-                        piece = await _within(idle_timeout, reader.read(min(size, READ_PIECE)))
-                        if not piece:
-                            raise ConnectionBroken("upstream closed the connection in the middle of a chunk")
-                        size -= len(piece)
-                        yield piece
-                    if await _within(idle_timeout, reader.readexactly(2)) != b"\r\n":
-                        raise ConnectionBroken("improperly terminated chunk from upstream")
-            elif "content-length" in self.headers:
-                try:
-                    remaining = int(self.headers["content-length"])
-                except ValueError:
-                    raise ConnectionBroken("invalid Content-Length from upstream") from None
-                if limit is not None and remaining > limit:
-                    raise ResponseTooLarge(f"upstream response larger than {limit} bytes")
-                while remaining > 0:
-                    piece = await _within(idle_timeout, reader.read(min(remaining, READ_PIECE)))
-                    if not piece:
-                        raise ConnectionBroken("upstream closed the connection before the body ended")
-                    remaining -= len(piece)
+            while True:
+                if self._pieces:
+                    piece = self._pieces.popleft()
+                    self._buffered -= len(piece)
+                    if self._conn is not None and self._buffered < PAUSE_AT // 2:
+                        self._conn.resume()
                     yield piece
-            else:
-                self._keep_alive = False
-                while True:
-                    piece = await _within(idle_timeout, reader.read(READ_PIECE))
-                    if not piece:
-                        break
-                    total += len(piece)
-                    if limit is not None and total > limit:
-                        raise ResponseTooLarge(f"upstream response larger than {limit} bytes")
-                    yield piece
-        except asyncio.IncompleteReadError:
-            self.close()
-            raise ConnectionBroken("upstream closed the connection before the body ended") from None
-        except (ConnectionError, OSError) as e:
-            self.close()
-            raise ConnectionBroken(f"upstream connection failed: {type(e).__name__}") from None
-        except asyncio.LimitOverrunError:
-            self.close()
-            raise ConnectionBroken("malformed chunked body from upstream") from None
+                    continue
+                if self.error is not None:
+                    raise self.error
+                if self.complete:
+                    break
+                await self._wait(idle_timeout)
         except BaseException:
             self.close()
             raise
-        self._finish()
+        self._release()
 
     async def read(self, idle_timeout: float | None = None, limit: int | None = None) -> bytes:
         pieces = [p async for p in self.iter_body(idle_timeout, limit)]
         self.body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         return self.body
-
-    def _finish(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        if self._keep_alive:
-            self._client._release(self._origin, conn)
-        else:
-            conn.abort()
 
     def close(self) -> None:
         """Drop the connection (used when the body will not be read to its end)."""
@@ -206,14 +426,9 @@ class Response:
             conn.abort()
 
 
-async def _within(timeout: float | None, aw):
-    if timeout is None:
-        return await aw
-    try:
-        async with asyncio.timeout(timeout):
-            return await aw
-    except TimeoutError:
-        raise HttpTimeout(f"upstream sent nothing for {timeout:g}s") from None
+def _task_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class HttpClient:
@@ -243,7 +458,7 @@ class HttpClient:
                 c.abort()
         self._idle.clear()
 
-    # -- connections -------------------------------------------------------------------------
+    # -- connections ---------------------------------------------------------------------------------
 
     def _checkout(self, origin: Origin) -> _Conn | None:
         conns = self._idle.get(origin)
@@ -252,16 +467,13 @@ class HttpClient:
         now = time.monotonic()
         while conns:
             conn = conns.pop()
-            if conn.alive() and now - conn.idle_since < self.idle_ttl:
+            if not conn.closed and now - conn.idle_since < self.idle_ttl:
                 conn.reused = True
                 return conn
             conn.abort()
         return None
 
     def _release(self, origin: Origin, conn: _Conn) -> None:
-        if not conn.alive():
-            conn.abort()
-            return
         conns = self._idle.setdefault(origin, [])
         if len(conns) >= self.max_idle_per_origin:
             conn.abort()
@@ -281,38 +493,41 @@ class HttpClient:
                         raise ForbiddenAddress(f"{host} resolves to a private or local address")
                     host = ips[0]
                 if self._proxy is not None:
-                    reader, writer = await asyncio.open_connection(self._proxy.host, self._proxy.port, limit=MAX_HEAD_BYTES)
+                    transport, conn = await loop.create_connection(_Conn, self._proxy.host, self._proxy.port)
                     if origin.tls:
-                        await self._tunnel(reader, writer, origin)
-                        await writer.start_tls(self.ssl_context, server_hostname=origin.host)
+                        await self._tunnel(conn, origin)
+                        tls = await loop.start_tls(conn.transport, conn, self.ssl_context,  # type: ignore[arg-type]
+                                                   server_hostname=origin.host)
+                        conn.transport = tls  # type: ignore[assignment]
                 elif origin.tls:
-                    reader, writer = await asyncio.open_connection(
-                        host, port, ssl=self.ssl_context, server_hostname=origin.host, limit=MAX_HEAD_BYTES)
+                    transport, conn = await loop.create_connection(_Conn, host, port, ssl=self.ssl_context,
+                                                                   server_hostname=origin.host)
                 else:
-                    reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEAD_BYTES)
+                    transport, conn = await loop.create_connection(_Conn, host, port)
         except TimeoutError:
             raise HttpTimeout(f"could not connect to {origin.host} within {self.connect_timeout:g}s") from None
         except (OSError, ssl.SSLError) as e:
-            raise ConnectFailed(f"could not connect to {origin.host}: {type(e).__name__}: {e.strerror or e}") from None
-        sock = writer.get_extra_info("socket")
+            raise ConnectFailed(f"could not connect to {origin.host}: {type(e).__name__}: "
+                                f"{getattr(e, 'strerror', None) or e}") from None
+        sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
         if sock is not None:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
         self.connections_opened += 1
-        return _Conn(reader, writer)
+        return conn
 
-    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, origin: Origin) -> None:
+    async def _tunnel(self, conn: _Conn, origin: Origin) -> None:
         authority = f"{origin.host}:{origin.port}"
-        writer.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode("latin-1"))
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = head.split(b" ", 2)[1] if head.count(b" ") >= 1 else b""
-        if status != b"200":
-            writer.close()
-            raise ConnectFailed(f"proxy refused to tunnel to {origin.host} (status {status.decode('latin-1', 'replace')})")
+        resp = Response(None, origin, conn, "CONNECT", 0)
+        await conn.start(resp, f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode("latin-1"), b"")
+        if resp.status != 200:
+            conn.abort()
+            raise ConnectFailed(f"proxy refused to tunnel to {origin.host} (status {resp.status})")
+        conn._resp = None
 
-    # -- requests ----------------------------------------------------------------------------
+    # -- requests ------------------------------------------------------------------------------------
 
     async def request(self, method: str, origin: Origin, target: str, *, headers: Iterable[tuple[str, str]] = (),
                       body: bytes = b"", timeout: float = 300.0, limit: int | None = None,
@@ -320,7 +535,7 @@ class HttpClient:
         """Send a request and read the whole response body (bounded by `timeout` overall)."""
         try:
             async with asyncio.timeout(timeout):
-                resp = await self._send(method, origin, target, headers, body, allow_private)
+                resp = await self._send(method, origin, target, headers, body, allow_private, limit)
                 await resp.read(None, limit)
                 return resp
         except TimeoutError:
@@ -331,12 +546,12 @@ class HttpClient:
         """Send a request and return once the response head has arrived; read the body from the Response."""
         try:
             async with asyncio.timeout(timeout):
-                return await self._send(method, origin, target, headers, body, allow_private)
+                return await self._send(method, origin, target, headers, body, allow_private, None)
         except TimeoutError:
             raise HttpTimeout(f"no answer from {origin.host} within {timeout:g}s") from None
 
     async def _send(self, method: str, origin: Origin, target: str, headers: Iterable[tuple[str, str]],
-                    body: bytes, allow_private: bool) -> Response:
+                    body: bytes, allow_private: bool, limit: int | None) -> Response:
         lines = [f"{method} {self._target(origin, target)} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
         for k, v in headers:
             lines.append(f"{k}: {v}\r\n")
@@ -344,19 +559,16 @@ class HttpClient:
             lines.append(f"Content-Length: {len(body)}\r\n")
         lines.append("\r\n")
         head = "".join(lines).encode("latin-1")
-        payload = head + body if len(body) < 65536 else None
+        payload, rest = (head + body, b"") if len(body) < 65536 else (head, body)
         for attempt in (0, 1):
             conn = self._checkout(origin) if allow_private else None
             if conn is None:
                 conn = await self._open(origin, allow_private)
+            resp = Response(self, origin, conn, method, limit)
             try:
-                if payload is not None:
-                    conn.writer.write(payload)
-                else:
-                    conn.writer.write(head)
-                    conn.writer.write(body)
+                await conn.start(resp, payload, rest)
                 self.requests_sent += 1
-                return await self._read_head(origin, conn, method)
+                return resp
             except ConnectionBroken:
                 conn.abort()
                 # A pooled connection the server closed while idle fails before any byte of a
@@ -364,54 +576,12 @@ class HttpClient:
                 if conn.reused and attempt == 0:
                     continue
                 raise
-            except (ConnectionError, OSError) as e:
-                conn.abort()
-                if conn.reused and attempt == 0:
-                    continue
-                raise ConnectionBroken(f"upstream connection failed: {type(e).__name__}") from None
             except BaseException:
                 conn.abort()
                 raise
-        raise ConnectionBroken("upstream connection failed")  # pragma: no cover - loop always returns or raises
+        raise ConnectionBroken("upstream connection failed")  # pragma: no cover - the loop returns or raises
 
     def _target(self, origin: Origin, target: str) -> str:
         if self._proxy is not None and not origin.tls:
             return f"http://{origin.host_header}{target}"
         return target
-
-    async def _read_head(self, origin: Origin, conn: _Conn, method: str) -> Response:
-        reader = conn.reader
-        while True:
-            try:
-                raw = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError as e:
-                raise ConnectionBroken("upstream closed the connection before answering"
-                                       if not e.partial else "upstream sent an incomplete response head") from None
-            except asyncio.LimitOverrunError:
-                raise ConnectionBroken("upstream response head is too large") from None
-            try:
-                text = raw.decode("latin-1")
-                status_line, _, rest = text.partition("\r\n")
-                version, status_s = status_line.split(" ", 2)[:2]
-                status = int(status_s)
-                if not version.startswith("HTTP/1."):
-                    raise ValueError
-            except ValueError:
-                raise ConnectionBroken("upstream answered with something that is not HTTP/1.x") from None
-            if 100 <= status < 200 and status != 101:
-                continue  # interim responses (100 Continue, 103 Early Hints)
-            break
-        headers: dict[str, str] = {}
-        for line in rest.split("\r\n"):
-            if not line:
-                continue
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise ConnectionBroken("malformed header line from upstream")
-            name = name.strip().lower()
-            value = value.strip()
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        connection = headers.get("connection", "").lower()
-        keep_alive = version == "HTTP/1.1" and "close" not in connection
-        no_body = method == "HEAD" or status in (204, 304)
-        return Response(self, origin, conn, status, headers, keep_alive, no_body)

@@ -1,0 +1,272 @@
+"""The benchmark: `python -m bench.run` (full, minutes) or `python -m bench.run --quick` (seconds).
+
+Starts the fake Gemini and Keyloom as separate processes on loopback and drives them with the
+load generator (bench/load.py) in a third process. Measures, in one run:
+  1. non-streaming completions at concurrency 1, 16, 64, through Keyloom and straight to the fake
+     (the native request), and Keyloom's own CPU time per request (user+sys from /proc);
+  2. real streaming of a 500-word answer: time to first chunk added by Keyloom, chunks per second;
+  3. fake streaming: thousands of clients held at once on a slow (20 s) reply: Keyloom's peak RSS
+     and CPU, the longest silence any client saw, whether every client got its whole answer;
+  4. a soak of mixed requests: RSS and open file descriptors before and after.
+Writes bench/results/latest.json and latest.md (quick: quick.json and quick.md). Asserts nothing:
+the figures are for reading.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import (PASSWORD, ROOT, cpu_seconds, machine, make_keys, percentile, rss_mb, start_fake,
+                          start_keyloom)
+from tests.fake_gemini import WORDS
+
+RESULTS = ROOT / "bench" / "results"
+AUTH = {"Authorization": f"Bearer {PASSWORD}"}
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+@dataclass
+class Plan:
+    requests: dict[int, int]      # concurrency → requests
+    stream_requests: int
+    hold_clients: int
+    hold_wait: float              # seconds the upstream takes to answer a held client
+    hold_ramp: float              # seconds over which the held clients connect
+    soak_requests: int
+
+
+FULL = Plan(requests={1: 2000, 16: 10000, 64: 20000}, stream_requests=300, hold_clients=5000, hold_wait=20,
+            hold_ramp=5, soak_requests=50_000)
+QUICK = Plan(requests={1: 100, 16: 400, 64: 600}, stream_requests=20, hold_clients=100, hold_wait=2,
+             hold_ramp=0.5, soak_requests=1000)
+
+
+def load(scenario: str, **args: Any) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "bench.load", scenario, json.dumps(args)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout)
+
+
+class Sampler(threading.Thread):
+    """Samples a process's RSS and CPU while a scenario runs."""
+
+    def __init__(self, pid: int, every: float = 0.1):
+        super().__init__(daemon=True)
+        self.pid, self.every = pid, every
+        self.peak_rss = 0.0
+        self.cpu0 = cpu_seconds(pid)
+        self.t0 = time.monotonic()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                self.peak_rss = max(self.peak_rss, rss_mb(self.pid))
+            except OSError:
+                return
+            time.sleep(self.every)
+
+    def finish(self) -> dict[str, float]:
+        self._halt.set()
+        self.join()
+        wall = time.monotonic() - self.t0
+        cpu = cpu_seconds(self.pid) - self.cpu0
+        return {"peak_rss_mb": round(self.peak_rss, 1), "cpu_seconds": round(cpu, 2),
+                "cpu_percent_of_one_core": round(100 * cpu / wall, 1), "wall_seconds": round(wall, 2)}
+
+
+def fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def non_streaming(plan: Plan, fake_port: int, kl_pid: int, kl_port: int) -> list[dict[str, Any]]:
+    rows = []
+    native = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}
+    chat = {"model": "gemini-2.0-flash", "messages": HELLO}
+    for c, n in plan.requests.items():
+        load("closed_loop", port=fake_port, path="/v1beta/models/gemini-2.0-flash:generateContent", body=native,
+             headers={"x-goog-api-key": make_keys(1)[0]}, concurrency=c, count=max(50, n // 10))  # warm-up
+        load("closed_loop", port=kl_port, path="/v1/chat/completions", body=chat, headers=AUTH, concurrency=c,
+             count=max(50, n // 10))
+        direct = load("closed_loop", port=fake_port, path="/v1beta/models/gemini-2.0-flash:generateContent",
+                      body=native, headers={"x-goog-api-key": make_keys(1)[0]}, concurrency=c, count=n)
+        cpu0 = cpu_seconds(kl_pid)
+        through = load("closed_loop", port=kl_port, path="/v1/chat/completions", body=chat, headers=AUTH,
+                       concurrency=c, count=n)
+        cpu = cpu_seconds(kl_pid) - cpu0
+        d, t = direct["latencies"], through["latencies"]
+        rows.append({
+            "concurrency": c, "requests": n,
+            "native_rps": round(len(d) / direct["seconds"], 1), "native_p50_ms": ms(percentile(d, .5)),
+            "native_p99_ms": ms(percentile(d, .99)), "native_errors": direct["errors"],
+            "keyloom_rps": round(len(t) / through["seconds"], 1), "keyloom_p50_ms": ms(percentile(t, .5)),
+            "keyloom_p99_ms": ms(percentile(t, .99)), "keyloom_errors": through["errors"],
+            "added_p50_ms": ms(percentile(t, .5) - percentile(d, .5)),
+            "added_p99_ms": ms(percentile(t, .99) - percentile(d, .99)),
+            "throughput_ratio": round((len(t) / through["seconds"]) / (len(d) / direct["seconds"]), 3),
+            "keyloom_cpu_ms_per_request": round(cpu / max(1, len(t)) * 1000, 3),
+        })
+    return rows
+
+
+def streaming(plan: Plan, fake_port: int, kl_port: int) -> dict[str, Any]:
+    model = "bench-words-500-pieces-50"
+    native = {"contents": [{"role": "user", "parts": [{"text": "write"}]}]}
+    expected = " ".join(WORDS[i % len(WORDS)] for i in range(500))
+    direct = load("streams", port=fake_port, path=f"/v1beta/models/{model}:streamGenerateContent?alt=sse",
+                  body=native, headers={"x-goog-api-key": make_keys(1)[0]}, count=plan.stream_requests,
+                  expected=expected)
+    through = load("streams", port=kl_port, path="/v1/chat/completions", headers=AUTH,
+                   body={"model": model, "messages": HELLO, "stream": True}, count=plan.stream_requests,
+                   expected=expected)
+    return {
+        "requests": plan.stream_requests, "events_per_answer": 50,
+        "native_ttfc_p50_ms": ms(percentile(direct["ttfc"], .5)),
+        "keyloom_ttfc_p50_ms": ms(percentile(through["ttfc"], .5)),
+        "added_ttfc_p50_ms": ms(percentile(through["ttfc"], .5) - percentile(direct["ttfc"], .5)),
+        "added_ttfc_p99_ms": ms(percentile(through["ttfc"], .99) - percentile(direct["ttfc"], .99)),
+        "native_chunks_per_s": round(percentile(direct["chunk_rates"], .5)),
+        "keyloom_chunks_per_s": round(percentile(through["chunk_rates"], .5)),
+        "whole_answers": through["whole"],
+    }
+
+
+def holding(plan: Plan, kl_pid: int, kl_port: int, interval: float) -> dict[str, Any]:
+    words = 20
+    model = f"bench-wait-{plan.hold_wait:g}-words-{words}"
+    expected = " ".join(WORDS[i % len(WORDS)] for i in range(words))
+    rss_before = rss_mb(kl_pid)
+    sampler = Sampler(kl_pid)
+    sampler.start()
+    result = load("hold", port=kl_port, path="/v1/chat/completions", headers=AUTH,
+                  body={"model": model, "messages": HELLO, "stream": True}, clients=plan.hold_clients,
+                  expected=expected, ramp=plan.hold_ramp)
+    stats = sampler.finish()
+    return {"clients": plan.hold_clients, "upstream_wait_s": plan.hold_wait, "keepalive_interval_s": interval,
+            "whole_answers": result["whole"], "errors": result["errors"],
+            "max_keepalive_gap_s": round(result["max_gap"], 3),
+            "max_gap_over_interval": round(result["max_gap"] / interval, 2),
+            "max_first_byte_s": round(result["max_first_byte"] or 0, 3),
+            "rss_before_mb": round(rss_before, 1), **stats}
+
+
+def soak(plan: Plan, kl_pid: int, kl_port: int) -> dict[str, Any]:
+    bodies = [
+        {"model": "gemini-2.0-flash", "messages": HELLO},
+        {"model": "gemini-2.5-flash", "messages": HELLO, "stream": True, "stream_options": {"include_usage": True}},
+        {"model": "gemini-2.0-flash", "messages": [{"role": "system", "content": "s"}, *HELLO], "temperature": 0.5},
+        {"model": "gemini-2.0-flash", "messages": []},                      # 400: no messages
+        {"model": "gemini-0-no-such-model", "messages": HELLO},             # 404 from the upstream
+        {"model": "gemini-2.5-flash", "messages": HELLO, "tools": [{"type": "function", "function": {
+            "name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}}}]},
+    ]
+    load("soak", port=kl_port, path="/v1/chat/completions", headers=AUTH, bodies=bodies, concurrency=16,
+         count=min(2000, plan.soak_requests))  # warm-up: caches, pools, allocator arenas
+    time.sleep(1.5)  # let a flush run
+    before = {"rss_mb": round(rss_mb(kl_pid), 1), "fds": fds(kl_pid)}
+    result = load("soak", port=kl_port, path="/v1/chat/completions", headers=AUTH, bodies=bodies, concurrency=16,
+                  count=plan.soak_requests)
+    time.sleep(1.5)
+    after = {"rss_mb": round(rss_mb(kl_pid), 1), "fds": fds(kl_pid)}
+    return {"requests": plan.soak_requests, "statuses": result["statuses"], "seconds": round(result["seconds"], 1),
+            "rss_before_mb": before["rss_mb"], "rss_after_mb": after["rss_mb"],
+            "fds_before": before["fds"], "fds_after": after["fds"]}
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    out = [f"# Keyloom benchmark ({r['mode']})", "",
+           f"{r['date']} · {m['cpu']} · {m['cores']} cores · Python {m['python']} · {m['os']} · "
+           f"event loop: {r['event_loop']}", "",
+           "Load generator, fake Gemini and Keyloom each in their own process on this machine, over loopback.", "",
+           "## Non-streaming completions", "",
+           "| concurrency | native rps | Keyloom rps | ratio | native p50/p99 ms | Keyloom p50/p99 ms | "
+           "added p50/p99 ms | errors | Keyloom CPU ms/request |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for x in r["non_streaming"]:
+        out.append(f"| {x['concurrency']} | {x['native_rps']} | {x['keyloom_rps']} | {x['throughput_ratio']} | "
+                   f"{x['native_p50_ms']:.2f} / {x['native_p99_ms']:.2f} | {x['keyloom_p50_ms']:.2f} / "
+                   f"{x['keyloom_p99_ms']:.2f} | {x['added_p50_ms']:.2f} / {x['added_p99_ms']:.2f} | "
+                   f"{x['keyloom_errors']} | {x['keyloom_cpu_ms_per_request']:.3f} |")
+    s = r["streaming"]
+    out += ["", "## Real streaming (500-word answer, 50 events)", "",
+            "| native TTFC p50 | Keyloom TTFC p50 | added TTFC p50 / p99 | native chunks/s | Keyloom chunks/s | "
+            "whole answers |", "|---|---|---|---|---|---|",
+            f"| {s['native_ttfc_p50_ms']:.2f} ms | {s['keyloom_ttfc_p50_ms']:.2f} ms | {s['added_ttfc_p50_ms']:.2f} / "
+            f"{s['added_ttfc_p99_ms']:.2f} ms | {s['native_chunks_per_s']} | {s['keyloom_chunks_per_s']} | "
+            f"{s['whole_answers']}/{s['requests']} |"]
+    h = r["fake_streaming_hold"]
+    out += ["", f"## Fake streaming: {h['clients']} clients held on a {h['upstream_wait_s']:g}-second reply", "",
+            "| peak RSS | CPU while holding | longest keep-alive gap | gap / interval | whole answers | errors |",
+            "|---|---|---|---|---|---|",
+            f"| {h['peak_rss_mb']} MB (from {h['rss_before_mb']}) | {h['cpu_percent_of_one_core']}% of one core | "
+            f"{h['max_keepalive_gap_s']} s | {h['max_gap_over_interval']} | {h['whole_answers']}/{h['clients']} | "
+            f"{h['errors']} |"]
+    k = r["soak"]
+    out += ["", f"## Soak: {k['requests']:,} mixed requests", "",
+            "| RSS before → after | open fds before → after | statuses | seconds |", "|---|---|---|---|",
+            f"| {k['rss_before_mb']} → {k['rss_after_mb']} MB | {k['fds_before']} → {k['fds_after']} | "
+            f"{', '.join(f'{s}: {n}' for s, n in sorted(k['statuses'].items()))} | {k['seconds']} |", ""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="the same scenarios, small (seconds): for CI")
+    args = ap.parse_args()
+    plan = QUICK if args.quick else FULL
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    interval = 1.0
+    fake, fake_port = start_fake()
+    procs = [fake]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            kl, kl_port = start_keyloom(fake_port, Path(tmp) / "a", make_keys(3),
+                                        FAKE_STREAMING="true", FAKE_STREAMING_INTERVAL=str(interval))
+            real, real_port = start_keyloom(fake_port, Path(tmp) / "b", make_keys(3), FAKE_STREAMING="false")
+            procs += [kl, real]
+            with urllib.request.urlopen(f"http://127.0.0.1:{kl_port}/health", timeout=5) as resp:
+                event_loop = json.load(resp).get("event_loop", "unknown")
+            result = {"mode": "quick" if args.quick else "full", "date": time.strftime("%Y-%m-%d %H:%M"),
+                      "machine": machine(), "event_loop": event_loop}
+            print("non-streaming…", flush=True)
+            result["non_streaming"] = non_streaming(plan, fake_port, kl.pid, kl_port)
+            print("real streaming…", flush=True)
+            result["streaming"] = streaming(plan, fake_port, real_port)
+            print("fake streaming hold…", flush=True)
+            result["fake_streaming_hold"] = holding(plan, kl.pid, kl_port, interval)
+            print("soak…", flush=True)
+            result["soak"] = soak(plan, kl.pid, kl_port)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "quick" if args.quick else "latest"
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = markdown(result)
+    (RESULTS / f"{name}.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
