@@ -179,6 +179,7 @@ async def hold(host: str, port: int, payload: bytes, clients: int, expected: str
     """`clients` streams open at once on a slow reply: the largest silence any client saw before its
     answer, and whether each got its whole answer."""
     max_gap = 0.0
+    cadence_gaps: list[float] = []   # between two keep-alives (or the last one and the answer)
     whole = errors = 0
     first_byte: list[float] = []
 
@@ -194,8 +195,10 @@ async def hold(host: str, port: int, payload: bytes, clients: int, expected: str
             return
         conn.transport.close()  # type: ignore[union-attr]
         last = t
-        for at, piece in arrivals:
+        for n, (at, piece) in enumerate(arrivals):
             max_gap = max(max_gap, at - last)
+            if n:
+                cadence_gaps.append(at - last)
             last = at
             if b"data: {" in piece:
                 break
@@ -208,8 +211,16 @@ async def hold(host: str, port: int, payload: bytes, clients: int, expected: str
             errors += 1
 
     await asyncio.gather(*(one(i) for i in range(clients)))
+    cadence_gaps.sort()
+    first_byte.sort()
+
+    def pct(v: list[float], q: float) -> float | None:
+        return v[min(len(v) - 1, int(q * len(v)))] if v else None
+
     return {"clients": clients, "whole": whole, "errors": errors, "max_gap": max_gap,
-            "max_first_byte": max(first_byte) if first_byte else None}
+            "first_byte_p50": pct(first_byte, .5), "first_byte_p99": pct(first_byte, .99),
+            "max_first_byte": pct(first_byte, 1.0), "cadence_p50": pct(cadence_gaps, .5),
+            "cadence_p99": pct(cadence_gaps, .99), "max_cadence_gap": pct(cadence_gaps, 1.0)}
 
 
 async def soak(host: str, port: int, payloads: list[bytes], concurrency: int, count: int) -> dict[str, Any]:

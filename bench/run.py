@@ -126,8 +126,16 @@ def non_streaming(plan: Plan, fake_port: int, kl_pid: int, kl_port: int) -> list
     return rows
 
 
+STREAM_MODEL = "bench-words-500-pieces-50"
+HOLD_WORDS = 20
+
+
+def hold_model(plan: Plan) -> str:
+    return f"bench-wait-{plan.hold_wait:g}-words-{HOLD_WORDS}"
+
+
 def streaming(plan: Plan, fake_port: int, kl_port: int) -> dict[str, Any]:
-    model = "bench-words-500-pieces-50"
+    model = STREAM_MODEL
     native = {"contents": [{"role": "user", "parts": [{"text": "write"}]}]}
     expected = " ".join(WORDS[i % len(WORDS)] for i in range(500))
     direct = load("streams", port=fake_port, path=f"/v1beta/models/{model}:streamGenerateContent?alt=sse",
@@ -149,9 +157,8 @@ def streaming(plan: Plan, fake_port: int, kl_port: int) -> dict[str, Any]:
 
 
 def holding(plan: Plan, kl_pid: int, kl_port: int, interval: float) -> dict[str, Any]:
-    words = 20
-    model = f"bench-wait-{plan.hold_wait:g}-words-{words}"
-    expected = " ".join(WORDS[i % len(WORDS)] for i in range(words))
+    model = hold_model(plan)
+    expected = " ".join(WORDS[i % len(WORDS)] for i in range(HOLD_WORDS))
     rss_before = rss_mb(kl_pid)
     sampler = Sampler(kl_pid)
     sampler.start()
@@ -173,7 +180,7 @@ def soak(plan: Plan, kl_pid: int, kl_port: int) -> dict[str, Any]:
         {"model": "gemini-2.5-flash", "messages": HELLO, "stream": True, "stream_options": {"include_usage": True}},
         {"model": "gemini-2.0-flash", "messages": [{"role": "system", "content": "s"}, *HELLO], "temperature": 0.5},
         {"model": "gemini-2.0-flash", "messages": []},                      # 400: no messages
-        {"model": "gemini-0-no-such-model", "messages": HELLO},             # 404 from the upstream
+        {"model": "gemini-0-no-such-model", "messages": HELLO},             # 404: not a model Google lists
         {"model": "gemini-2.5-flash", "messages": HELLO, "tools": [{"type": "function", "function": {
             "name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}}}]},
     ]
@@ -239,9 +246,11 @@ def main() -> None:
     procs = [fake]
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            kl, kl_port = start_keyloom(fake_port, Path(tmp) / "a", make_keys(3),
+            extra = ",".join([STREAM_MODEL, hold_model(plan)])  # the fake's benchmark models are not listed
+            kl, kl_port = start_keyloom(fake_port, Path(tmp) / "a", make_keys(3), EXTRA_MODELS=extra,
                                         FAKE_STREAMING="true", FAKE_STREAMING_INTERVAL=str(interval))
-            real, real_port = start_keyloom(fake_port, Path(tmp) / "b", make_keys(3), FAKE_STREAMING="false")
+            real, real_port = start_keyloom(fake_port, Path(tmp) / "b", make_keys(3), EXTRA_MODELS=extra,
+                                            FAKE_STREAMING="false")
             procs += [kl, real]
             with urllib.request.urlopen(f"http://127.0.0.1:{kl_port}/health", timeout=5) as resp:
                 event_loop = json.load(resp).get("event_loop", "unknown")
@@ -251,10 +260,10 @@ def main() -> None:
             result["non_streaming"] = non_streaming(plan, fake_port, kl.pid, kl_port)
             print("real streaming…", flush=True)
             result["streaming"] = streaming(plan, fake_port, real_port)
-            print("fake streaming hold…", flush=True)
-            result["fake_streaming_hold"] = holding(plan, kl.pid, kl_port, interval)
             print("soak…", flush=True)
             result["soak"] = soak(plan, kl.pid, kl_port)
+            print("fake streaming hold…", flush=True)
+            result["fake_streaming_hold"] = holding(plan, kl.pid, kl_port, interval)
     finally:
         for p in procs:
             p.terminate()

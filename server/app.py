@@ -28,7 +28,7 @@ from .handlers.base import NotFoundHandler
 from .handlers.chat import ChatCompletionsHandler
 from .handlers.health import HealthHandler
 from .handlers.models import ModelHandler, ModelsHandler
-from .handlers.pages import IndexHandler
+from .handlers.pages import IndexHandler, OpenApiHandler
 from .limits import ClientLimits, proxy_hops
 from .pool.keys import KeyPool
 from .pool.quota import DailyLimits, MemoryUsage, QuotaDay
@@ -86,6 +86,7 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     (r"/(?:v1/)?models/?", ModelsHandler),
     (r"/(?:v1/)?models/(.+?)/?", ModelHandler),
     (r"/health/?", HealthHandler),
+    (r"/openapi\.json", OpenApiHandler),
     (r"/", IndexHandler),
 ]
 

@@ -21,7 +21,7 @@ log = logging.getLogger("keyloom.models")
 
 FALLBACK_MODELS = ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.0-flash")
 RETRY_FAILED_LISTING_AFTER = 30.0
-MAX_UNLISTED_MODELS = 64  # model ids Google did not list that clients may still try (aliases, experiments)
+REFRESH_ON_MISS_AFTER = 60.0  # an unknown model id refreshes the list, at most this often
 
 
 def model_id(name: str) -> str:
@@ -40,7 +40,7 @@ class ModelCatalog:
         self.failed_at: float | None = None
         self.last_error: str | None = None
         self._refreshing: asyncio.Future[bool] | None = None
-        self._unlisted: set[str] = set()
+        self._miss_refresh: float | None = None  # monotonic time of the last refresh caused by an unknown id
 
     async def refresh(self) -> bool:
         """Fetch the list now (concurrent callers share one fetch). False when it failed."""
@@ -86,11 +86,13 @@ class ModelCatalog:
         await self.refresh()
 
     def chat_models(self) -> list[str]:
-        blocked = set(self.settings().BLOCKED_MODELS)
+        s = self.settings()
+        blocked = set(s.BLOCKED_MODELS)
         if self.loaded_at is None:
             ids = list(FALLBACK_MODELS) if self.dispatcher.pool.keys else []
         else:
             ids = sorted(self._chat)
+        ids += [m for m in s.EXTRA_MODELS if m not in ids]
         return [m for m in ids if m not in blocked]
 
     def created(self, mid: str) -> int:
@@ -99,15 +101,18 @@ class ModelCatalog:
     def is_blocked(self, mid: str) -> bool:
         return mid in self.settings().BLOCKED_MODELS
 
-    def admit(self, mid: str) -> bool:
-        """May a request for `mid` go upstream? Listed models always; unlisted ones (Google serves some
-        it does not list) up to a bound, since every model id tried costs state per key."""
-        if self.loaded_at is None or mid in self._chat or mid in self._unlisted:
+    async def knows(self, mid: str) -> bool:
+        """May a request for `mid` go upstream? Listed models and EXTRA_MODELS do. An unknown id is refused
+        here rather than spending a key on Google's 404 (and costing state per key); a new Google model is
+        caught by refreshing the list on a miss, at most once a minute. Before any listing succeeded there
+        is nothing to judge by, so everything goes."""
+        if mid in self._chat or mid in self.settings().EXTRA_MODELS or self.loaded_at is None:
             return True
-        if len(self._unlisted) >= MAX_UNLISTED_MODELS:
-            return False
-        self._unlisted.add(mid)
-        return True
+        now = self.clock.monotonic()
+        if self._miss_refresh is None or now - self._miss_refresh >= REFRESH_ON_MISS_AFTER:
+            self._miss_refresh = now
+            await self.refresh()
+        return mid in self._chat
 
     def traits(self, mid: str) -> ModelTraits:
         t = self._traits.get(mid)

@@ -35,6 +35,7 @@ class ChatPlan:
     include_usage: bool
     body: bytes          # the encoded Gemini request, sent as-is on every attempt
     trace: Trace         # what happened, for the request log
+    fake_stream: bool    # a stream answered from a non-streaming upstream call (FAKE_STREAMING)
 
 
 class ChatService:
@@ -57,7 +58,7 @@ class ChatService:
         model = model_id(model.strip())
         if not MODEL_ID.match(model):
             raise bad_request("model is not a valid model id", "model")
-        if self.catalog.is_blocked(model) or not self.catalog.admit(model):
+        if self.catalog.is_blocked(model) or not await self.catalog.knows(model):
             raise model_not_found(model)
         stream = req.get("stream", False)
         if stream is None:
@@ -66,23 +67,41 @@ class ChatService:
             raise bad_request("stream must be a boolean", "stream")
         options = req.get("stream_options")
         include_usage = bool(isinstance(options, dict) and options.get("include_usage") is True)
+        messages = req.get("messages")
+        limit = self.settings().MAX_MESSAGES
+        if isinstance(messages, list) and len(messages) > limit:
+            raise bad_request(f"messages holds {len(messages)} messages; at most {limit} are accepted "
+                              "(MAX_MESSAGES)", "messages")
         trace.model = model
+        traits = self.catalog.traits(model)
+        urls = remote_image_urls(req)
+        # Translate (and so validate) before the request counts against the client's limits; remote
+        # images are fetched only after that, then translated for real.
+        encoded = self._encode(self._translate(req, traits, {u: ("image/png", "") for u in urls}))
         refused = self.limits.admit(client_ip)
         if refused is not None:
             raise refused
-
-        images: dict[str, tuple[str, str]] = {}
-        urls = remote_image_urls(req)
         if urls:
             s = self.settings()
             images = await fetch_images(self.http, urls, max_bytes=int(s.IMAGE_FETCH_MAX_MB * 1024 * 1024),
                                         timeout=s.IMAGE_FETCH_TIMEOUT, allow_private=s.IMAGE_FETCH_ALLOW_PRIVATE)
+            encoded = self._encode(self._translate(req, traits, images))
+        return ChatPlan(model, stream, include_usage, encoded, trace, stream and self.settings().FAKE_STREAMING)
+
+    @staticmethod
+    def _encode(body: dict[str, Any]) -> bytes:
         try:
-            body = build_request(req, self.catalog.traits(model), images)
+            return ujson.dumps(body, ensure_ascii=False, escape_forward_slashes=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad_request("The request holds text that is not valid Unicode (a lone surrogate such as "
+                              "\\ud800).") from None
+
+    @staticmethod
+    def _translate(req: dict[str, Any], traits: Any, images: dict[str, tuple[str, str]]) -> dict[str, Any]:
+        try:
+            return build_request(req, traits, images)
         except TranslationError as e:
             raise bad_request(e.message, e.param) from None
-        return ChatPlan(model, stream, include_usage,
-                        ujson.dumps(body, ensure_ascii=False, escape_forward_slashes=False).encode("utf-8"), trace)
 
     async def _generate(self, plan: ChatPlan) -> dict[str, Any]:
         try:
@@ -98,7 +117,7 @@ class ChatService:
         """SSE bytes: chunks as they are ready, then `[DONE]`. Raises ApiError on failure."""
         chunks = g2o.ChunkStream(model=plan.model, created=int(self.clock.time()),
                                  include_usage=plan.include_usage)
-        if self.settings().FAKE_STREAMING:
+        if plan.fake_stream:
             reply = await self._generate(plan)
             yield frames(chunks.feed(reply) + chunks.finish()) + DONE
             return

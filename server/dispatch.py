@@ -122,18 +122,23 @@ class Attempts:
                              model=self.model)
 
 
-def _event_has_output(event: dict[str, Any]) -> tuple[bool, bool]:
-    """→ (has any part or finish reason, has a finish reason)."""
-    anything = finished = False
+def _event_output(event: dict[str, Any]) -> tuple[bool, bool, bool]:
+    """→ (has any part, has an answer part (text or a call, not a thought), has a finish reason)."""
+    parts = answer = finished = False
     for c in event.get("candidates") or ():
         if not isinstance(c, dict):
             continue
         if c.get("finishReason"):
-            anything = finished = True
+            finished = True
         content = c.get("content")
-        if isinstance(content, dict) and content.get("parts"):
-            anything = True
-    return anything, finished
+        for p in (content.get("parts") or ()) if isinstance(content, dict) else ():
+            if not isinstance(p, dict):
+                continue
+            parts = True
+            if ("text" in p and p["text"] and not p.get("thought")) or "functionCall" in p or "inlineData" in p \
+                    or "executableCode" in p:
+                answer = True
+    return parts, answer, finished
 
 
 class Dispatcher:
@@ -216,17 +221,20 @@ class Dispatcher:
             width = min(width + grow, most)
 
     async def _open_stream(self, key: Key, model: str, body: bytes
-                           ) -> tuple[AsyncIterator[dict[str, Any]], dict[str, Any], bool]:
-        """Start a stream and read it up to its first event with output: → (stream, that event, finished)."""
+                           ) -> tuple[AsyncIterator[dict[str, Any]], dict[str, Any], tuple[bool, bool]]:
+        """Start a stream and read it up to its first event with output:
+        → (stream, that event, (an answer part seen, finished))."""
         events = self.gemini.stream(key.secret, model, body)
         try:
             async for event in events:
                 feedback = event.get("promptFeedback")
                 if isinstance(feedback, dict) and feedback.get("blockReason") and not event.get("candidates"):
                     raise classify_reply(event) or PromptBlocked("prompt blocked", 200)
-                anything, finished = _event_has_output(event)
-                if anything:
-                    return events, event, finished
+                parts, answer, finished = _event_output(event)
+                if parts:
+                    return events, event, (answer, finished)
+                if finished:  # finished before saying anything: empty, filtered or cut by the token limit
+                    raise classify_reply(event) or EmptyReply("Gemini's stream ended without output", 200)
             raise EmptyReply("Gemini's stream ended without any output", 200)
         except BaseException:
             await events.aclose()
@@ -241,19 +249,22 @@ class Dispatcher:
             if won is not None:
                 break
             width = min(width + grow, most)
-        key, (events, event, finished) = won
+        key, (events, event, (answered, finished)) = won
         last = event
         try:
             yield event
             async for event in events:
-                anything, done = _event_has_output(event)
+                parts, answer, done = _event_output(event)
+                answered = answered or answer
                 finished = finished or done
                 if event.get("usageMetadata"):
                     last = event
-                if anything:
+                if parts or done:
                     yield event
             if not finished:
                 raise BadResponse("Gemini's stream ended before the reply was complete", 200)
+            if not answered:  # thoughts only: too late to try another key, but never an empty success
+                raise EmptyReply("Gemini's stream held only thoughts and no answer", 200)
         except UpstreamFailure as f:
             attempts.failed(key, f, final=True)
         finally:

@@ -152,6 +152,8 @@ def function_call_reply(name: str, args: dict[str, Any], signature: str | None =
 def stream_events(reply: dict[str, Any], pieces: int = 3) -> list[dict[str, Any]]:
     """Split a whole reply into SSE events as Gemini sends them: text deltas, cumulative usage,
     finishReason only on the last event, function calls whole."""
+    if not reply.get("candidates"):
+        return [reply]  # a blocked prompt: one event holding promptFeedback
     cand = reply["candidates"][0]
     parts = cand.get("content", {}).get("parts", [])
     deltas: list[dict[str, Any]] = []
@@ -196,6 +198,8 @@ class Reply:
     delay: float = 0.0                     # seconds before the response head
     event_delay: float = 0.0               # streaming: seconds between events
     close_early: bool = False              # drop the connection without answering
+    raw: bytes | None = None               # write these bytes as the whole answer, then drop the connection
+    reset_after_events: bool = False       # streaming: drop the connection after the events, no clean end
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -265,6 +269,7 @@ class FakeGemini:
         self.cancelled = 0
         self.page_size = 50
         self.record = True  # keep every request (tests); off for long benchmark runs
+        self.mode = ""  # free for tests to note what they are doing
         self.server: HTTPServer | None = None
         self.base_url = ""
 
@@ -415,6 +420,11 @@ class GenerateHandler(_Base):
         if reply.close_early:
             self.request.connection.stream.close()
             return
+        if reply.raw is not None:
+            stream = self.request.connection.stream
+            await stream.write(reply.raw)
+            stream.close()
+            return
         for k, v in reply.headers.items():
             self.set_header(k, v)
         if reply.status != 200:
@@ -438,6 +448,9 @@ class GenerateHandler(_Base):
                 self.write(event if isinstance(event, bytes) else frame(event))
                 await self.flush()
         except StreamClosedError:
+            return
+        if reply.reset_after_events:
+            self.request.connection.stream.close()
             return
         self.finish()
 

@@ -296,6 +296,15 @@ def test_index_page_has_no_data(keyloom):
     (b'{"model": "gemini-2.0-flash", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', 400,
      "temperature"),
     (b"[" * 100000 + b"]" * 100000, 400, "JSON"),
+    (json.dumps({"model": "gemini-2.0-flash", "messages": [{"role": "user", "content": "x"}] * 10000}).encode(),
+     400, "MAX_MESSAGES"),
+    (b'{"model": "gemini-2.0-flash", "messages": [{"role": "user", "content": "lone \\ud800 surrogate"}]}', 400,
+     "Unicode"),
+    (b'{"model": "gemini-0.1-unheard-of", "messages": [{"role": "user", "content": "x"}]}', 404, "does not exist"),
+    (b'{"model": "gemini-2.0-flash", "messages": [{"role": "user", "content": [{"type": "video"}]}]}', 400, "type"),
+    (b'{"model": "gemini-2.0-flash", "messages": [{"role": "user", "content": "x"}], "tools": "all"}', 400,
+     "tools"),
+    (b'{"model": 7, "messages": [{"role": "user", "content": "x"}]}', 400, "model"),
 ])
 def test_bad_requests_get_clear_4xx_and_never_reach_gemini(keyloom, fake, body, status, needle):
     with keyloom.http() as h:
@@ -305,6 +314,9 @@ def test_bad_requests_get_clear_4xx_and_never_reach_gemini(keyloom, fake, body, 
     validate("ErrorResponse", r.json())
     assert needle in r.json()["error"]["message"]
     assert fake.generate_calls() == []
+    usage = keyloom.kl.pool.usage
+    assert all(u.requests == 0 and u.failures == 0 for u in usage.rows.values())  # nothing against any key
+    assert keyloom.kl.client_limits.per_ip == {}  # nor against the client's own limits
 
 
 def test_body_over_the_limit_is_413_before_it_is_read(start_keyloom, fake):

@@ -162,11 +162,11 @@ async def test_cancelling_a_request_closes_its_connection_and_it_is_not_reused()
 
 
 @pytest.mark.gen_test
-async def test_connection_closed_by_server_while_idle_is_replaced_transparently():
+async def test_a_connection_the_server_closed_while_idle_is_not_reused():
     server, origin = await start(idle_connection_timeout=0.1)
     client = HttpClient()
     assert (await client.request("GET", origin, "/echo", timeout=5)).body == b"ok"
-    await asyncio.sleep(0.3)  # the server drops the idle keep-alive connection
+    await asyncio.sleep(0.3)  # the server drops the idle keep-alive connection; we notice the close
     assert (await client.request("GET", origin, "/echo", timeout=5)).body == b"ok"
     assert server.accepted == 2
     await client.close()

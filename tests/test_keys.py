@@ -58,21 +58,33 @@ def test_a_request_that_gemini_rejects_is_not_retried(keyloom, fake):
     assert keyloom.kl.pool.counts()["disabled"] == 0
 
 
-def test_unknown_model_is_404_and_not_retried(keyloom, fake):
+def test_unknown_model_is_404_without_spending_a_key(keyloom, fake):
     with pytest.raises(openai.NotFoundError) as e:
         ask(keyloom, model="gemini-0.5-imaginary")
-    assert e.value.code == "model_not_found" and len(fake.generate_calls()) == 1
-
-
-def test_unlisted_model_ids_a_client_can_make_keyloom_track_are_bounded(keyloom, fake):
-    from server.catalog import MAX_UNLISTED_MODELS
-    for i in range(MAX_UNLISTED_MODELS):
-        with pytest.raises(openai.NotFoundError):
-            ask(keyloom, model=f"made-up-{i}")
+    assert e.value.code == "model_not_found" and fake.generate_calls() == []
+    assert [r.action for r in fake.requests] == ["listModels"]  # one refresh, in case it is brand new
     with pytest.raises(openai.NotFoundError):
-        ask(keyloom, model="one-too-many")
-    assert len(fake.generate_calls()) == MAX_UNLISTED_MODELS  # the last one never went upstream
-    assert ask(keyloom, model="gemini-2.5-flash").choices[0].message.content  # listed models always pass
+        ask(keyloom, model="gemini-0.6-imaginary")
+    assert len(fake.requests) == 1  # refreshing on a miss happens at most once a minute
+
+
+def test_a_model_google_just_added_is_served_on_first_request(keyloom, fake):
+    fake.models.append({"name": "models/gemini-brand-new", "supportedGenerationMethods": ["generateContent"]})
+    try:
+        assert ask(keyloom, model="gemini-brand-new").choices[0].message.content == "Echo: hello"
+    finally:
+        fake.models.pop()
+
+
+def test_extra_models_are_listed_and_served(start_keyloom, fake):
+    fake.models.append({"name": "models/gemini-unlisted-alias", "supportedGenerationMethods": ["embedContent"]})
+    try:
+        kl = start_keyloom(EXTRA_MODELS="gemini-unlisted-alias")
+        assert "gemini-unlisted-alias" in [m.id for m in kl.client().models.list().data]
+        fake.models[-1]["supportedGenerationMethods"] = ["generateContent"]  # the fake serves listed names only
+        assert ask(kl, model="gemini-unlisted-alias").choices[0].message.content
+    finally:
+        fake.models.pop()
 
 
 @pytest.mark.parametrize("behaviour, should_retry", [("quota_minute", None), ("quota_day", "false")])

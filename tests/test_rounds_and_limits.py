@@ -137,7 +137,7 @@ def test_client_ip(hops, xff, expected):
 # -- request log ---------------------------------------------------------------------------------
 
 def test_every_client_request_gets_one_log_row(start_keyloom, fake, loop_thread):
-    kl = start_keyloom(MAX_REQUESTS_PER_MINUTE="3")
+    kl = start_keyloom(MAX_REQUESTS_PER_MINUTE="2")  # a bad request does not count against the limit
     fake.keys[KEYS[0]] = "suspended"   # Google quotes the key in that message
     c = kl.client()
     c.chat.completions.create(model="gemini-2.0-flash", messages=HELLO)

@@ -1,6 +1,7 @@
 """SQLite: migrations (upgrade in place, refuse newer), WAL, the batched flush and reading back."""
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import stat
 
@@ -166,3 +167,16 @@ async def test_keys_are_never_written_in_plaintext(tmp_path):
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     for k in KEYS:
         assert k.encode() not in raw
+
+
+@pytest.mark.gen_test
+async def test_overlapping_flushes_take_turns_and_both_leave_everything_on_disk(tmp_path):
+    clock, db, pool, _, log, flusher = await opened(tmp_path)
+    log.add(RequestRow(clock.time(), "m", None, 1, 200, 1.0, 0, 0, "ip", False, None))
+    first = asyncio.ensure_future(flusher.flush())
+    await asyncio.sleep(0)  # the first has drained the row and is writing it
+    log.add(RequestRow(clock.time(), "m", None, 1, 200, 1.0, 0, 0, "ip", False, None))
+    await flusher.flush()  # waits for the first, then writes the second row
+    assert await db.fetchall("SELECT COUNT(*) FROM request_log") == [(2,)]
+    await first
+    await db.close()

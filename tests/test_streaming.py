@@ -36,7 +36,7 @@ def test_fake_streaming_keeps_the_client_alive_through_a_3_second_wait(start_key
                                                        "stream": True})
     assert status == 200 and headers["content-type"].startswith("text/event-stream")
     first_at = arrivals[0][0]
-    assert first_at < 1.6, f"first bytes after {first_at:.2f}s"
+    assert first_at < 0.5, f"first bytes after {first_at:.2f}s"  # answered at once
     keepalive_times = [t for t, p in arrivals if p.startswith(b": keep-alive")]
     assert text.count(": keep-alive\n\n") >= 2
     gaps = [b - a for a, b in zip(keepalive_times, keepalive_times[1:])]
@@ -58,13 +58,38 @@ def test_real_streaming_sends_keepalives_while_the_upstream_is_silent(start_keyl
     assert data_times[-1] - data_times[0] > 1.0  # chunks were passed on as they came, not buffered
 
 
-def test_an_error_within_the_first_interval_keeps_its_http_status(start_keyloom, fake):
+def test_fake_streaming_answers_at_once_and_local_errors_keep_their_status(start_keyloom, fake):
+    kl = start_keyloom(FAKE_STREAMING="true", FAKE_STREAMING_INTERVAL="1", MAX_REQUESTS_PER_MINUTE="1")
+    fake.script.append(Reply(delay=0.5))
+    status, headers, arrivals, text = read_stream(kl, {"model": "gemini-2.5-flash", "messages": HELLO,
+                                                       "stream": True})
+    assert status == 200 and arrivals[0][0] < 0.3 and arrivals[0][1].startswith(b": keep-alive")
+    # decided without an upstream call (here the per-minute client limit): its own status and JSON
+    status, headers, _, text = read_stream(kl, {"model": "gemini-2.5-flash", "messages": HELLO, "stream": True})
+    assert status == 429 and headers["content-type"].startswith("application/json")
+    assert json.loads(text)["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_fake_streaming_upstream_failure_arrives_as_an_error_event(start_keyloom, fake):
     kl = start_keyloom(FAKE_STREAMING="true", FAKE_STREAMING_INTERVAL="1")
     for k in list(fake.keys):
         fake.keys[k] = "invalid"
+    status, _, _, text = read_stream(kl, {"model": "gemini-2.5-flash", "messages": HELLO, "stream": True})
+    assert status == 200 and text.startswith(": keep-alive")
+    [event] = data_events(text)
+    assert event["error"]["code"] == "no_usable_key"
+    # the keys are now known to be dead: the next request is refused before any upstream call
     status, headers, _, text = read_stream(kl, {"model": "gemini-2.5-flash", "messages": HELLO, "stream": True})
-    assert status == 503 and headers["content-type"].startswith("application/json")
-    assert json.loads(text)["error"]["code"] == "no_usable_key"
+    assert status == 503 and json.loads(text)["error"]["code"] == "no_usable_key"
+
+
+def test_real_streaming_error_within_the_first_interval_keeps_its_http_status(start_keyloom, fake):
+    kl = start_keyloom(FAKE_STREAMING="false", FAKE_STREAMING_INTERVAL="1")
+    for k in list(fake.keys):
+        fake.keys[k] = "quota_minute"
+    status, headers, _, text = read_stream(kl, {"model": "gemini-2.5-flash", "messages": HELLO, "stream": True})
+    assert status == 429 and headers["content-type"].startswith("application/json")
+    assert headers["retry-after"] == "47" and json.loads(text)["error"]["code"] == "rate_limit_exceeded"
 
 
 def test_an_error_after_keepalives_arrives_as_one_error_event(start_keyloom, fake):

@@ -14,6 +14,7 @@ from tornado.iostream import StreamClosedError
 
 from ..auth import authorized
 from ..errors import ApiError, unauthorized
+from ..translate.sse import json_bytes
 
 if TYPE_CHECKING:
     from ..app import Keyloom
@@ -85,7 +86,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def write_json(self, obj: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False))
+        self.finish(json_bytes(obj))
 
     def note_error(self, err: ApiError) -> None:
         self.error_message = self.kl.redactor(err.message)

@@ -35,19 +35,23 @@ class ChatCompletionsHandler(JsonBodyHandler):
         if not plan.stream:
             self.write_json(await self.kl.chat.complete(plan))
         else:
-            await self.write_event_stream(self.kl.chat.events(plan))
+            # Fake streaming answers at once; real streaming waits up to one interval for Gemini's
+            # first event, so that a quick upstream error still gets its own status.
+            hold_back = 0.0 if plan.fake_stream else self.kl.settings.FAKE_STREAMING_INTERVAL
+            await self.write_event_stream(self.kl.chat.events(plan), hold_back)
 
     def _start_event_stream(self) -> None:
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")  # nginx: do not hold the stream back
 
-    async def write_event_stream(self, events: AsyncIterator[bytes]) -> None:
+    async def write_event_stream(self, events: AsyncIterator[bytes], hold_back: float) -> None:
         """Write events as they come, and a keep-alive comment whenever none came for one interval.
 
-        Until the first bytes are due (one interval), nothing is committed: an error that comes
-        that fast is still answered with its own HTTP status. After that the status is 200 and a
-        failure travels as one `data: {"error": …}` event that ends the stream.
+        For `hold_back` seconds nothing is committed, so an error that comes that fast is still
+        answered with its own HTTP status (with 0: only what is decided without an upstream call,
+        such as no usable key). Then the SSE headers and a first keep-alive go out, the status is
+        200, and a failure travels as one `data: {"error": …}` event that ends the stream.
         """
         interval = self.kl.settings.FAKE_STREAMING_INTERVAL
         it = events.__aiter__()
@@ -56,7 +60,7 @@ class ChatCompletionsHandler(JsonBodyHandler):
         self._task = pending
         try:
             while True:
-                done, _ = await asyncio.wait((pending,), timeout=interval)
+                done, _ = await asyncio.wait((pending,), timeout=interval if committed else hold_back)
                 if not done:
                     if self._client_gone:
                         raise ClientGone()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..openapi import document
+from ..translate.sse import json_bytes
 from .base import BaseHandler
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -21,3 +23,15 @@ class IndexHandler(BaseHandler):
         self.finish(IndexHandler._page)
 
     head = get
+
+
+class OpenApiHandler(BaseHandler):
+    """GET /openapi.json: the API's own description (no secrets in it, so no authentication)."""
+
+    _body: bytes | None = None
+
+    def get(self) -> None:
+        if OpenApiHandler._body is None:
+            OpenApiHandler._body = json_bytes(document())
+        self.set_header("Content-Type", "application/json")
+        self.finish(OpenApiHandler._body)

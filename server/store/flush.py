@@ -60,6 +60,7 @@ class Flusher:
         self._callback: PeriodicCallback | None = None
         self._running: asyncio.Task[Any] | None = None
         self._last_prune = 0.0
+        self._lock = asyncio.Lock()  # one flush at a time: a second caller waits, then writes what is left
         self.flushes = 0
         self.failed_flushes = 0
 
@@ -86,7 +87,12 @@ class Flusher:
             "SELECT ip, requests FROM client_usage WHERE day = ?", (day,))})
 
     async def flush(self) -> int:
-        """Write everything that changed, in one transaction. Returns the number of rows written."""
+        """Write everything that changed, in one transaction. Returns the number of rows written.
+        When it returns, everything changed before the call is on disk."""
+        async with self._lock:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         self.pool.check_day()  # a new quota day starts counting from 0 even when no request comes
         usage = self.usage.drain()
         keys, models = self.pool.drain_states()

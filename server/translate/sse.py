@@ -16,13 +16,17 @@ KEEPALIVE = b": keep-alive\n\n"
 DONE = b"data: [DONE]\n\n"
 
 
-def dumps(obj: Any) -> str:
-    return ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False)
+def json_bytes(obj: Any) -> bytes:
+    """Compact UTF-8 JSON. Text that cannot be UTF-8 (a lone surrogate a client sent) is escaped instead."""
+    try:
+        return ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return ujson.dumps(obj, ensure_ascii=True, escape_forward_slashes=False).encode("ascii")
 
 
 def frame(obj: Any) -> bytes:
     """One `data:` event. ujson never emits raw newlines inside a JSON document, so one line it is."""
-    return b"data: " + ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False).encode("utf-8") + b"\n\n"
+    return b"data: " + json_bytes(obj) + b"\n\n"
 
 
 def frames(objs: list[Any]) -> bytes:

@@ -560,26 +560,19 @@ class HttpClient:
         lines.append("\r\n")
         head = "".join(lines).encode("latin-1")
         payload, rest = (head + body, b"") if len(body) < 65536 else (head, body)
-        for attempt in (0, 1):
-            conn = self._checkout(origin) if allow_private else None
-            if conn is None:
-                conn = await self._open(origin, allow_private)
-            resp = Response(self, origin, conn, method, limit)
-            try:
-                await conn.start(resp, payload, rest)
-                self.requests_sent += 1
-                return resp
-            except ConnectionBroken:
-                conn.abort()
-                # A pooled connection the server closed while idle fails before any byte of a
-                # response: the request never reached it, so one retry on a fresh connection is safe.
-                if conn.reused and attempt == 0:
-                    continue
-                raise
-            except BaseException:
-                conn.abort()
-                raise
-        raise ConnectionBroken("upstream connection failed")  # pragma: no cover - the loop returns or raises
+        # No silent retry when a pooled connection fails under us: the server may have read the request,
+        # and the caller (which counts attempts per key) decides whether and where to try again.
+        conn = self._checkout(origin) if allow_private else None
+        if conn is None:
+            conn = await self._open(origin, allow_private)
+        resp = Response(self, origin, conn, method, limit)
+        try:
+            await conn.start(resp, payload, rest)
+        except BaseException:
+            conn.abort()
+            raise
+        self.requests_sent += 1
+        return resp
 
     def _target(self, origin: Origin, target: str) -> str:
         if self._proxy is not None and not origin.tls:

@@ -1,0 +1,174 @@
+"""Keyloom's own OpenAPI 3.1 document (served at GET /openapi.json): the routes it serves, what they
+accept and every error they may answer, in the OpenAI shapes. Tests fuzz the API against it."""
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+_NULLABLE_NUMBER = {"type": ["number", "null"]}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): _ERROR for s in statuses}
+
+
+CONTENT_PART = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string", "enum": ["text", "image_url", "input_audio", "file", "refusal"]},
+        "text": {"type": "string"},
+        "image_url": {"type": "object", "properties": {"url": {"type": "string"}, "detail": {"type": "string"}}},
+        "input_audio": {"type": "object", "properties": {"data": {"type": "string"}, "format": {"type": "string"}}},
+        "file": {"type": "object", "properties": {"file_data": {"type": "string"}, "filename": {"type": "string"}}},
+        "refusal": {"type": "string"},
+    },
+}
+
+MESSAGE = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {
+        "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool", "function"]},
+        "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": CONTENT_PART}, {"type": "null"}]},
+        "name": {"type": "string"},
+        "tool_call_id": {"type": "string"},
+        "tool_calls": {"type": "array", "items": {
+            "type": "object", "required": ["id", "type", "function"],
+            "properties": {"id": {"type": "string"}, "type": {"type": "string", "enum": ["function"]},
+                           "function": {"type": "object", "required": ["name", "arguments"],
+                                        "properties": {"name": {"type": "string"},
+                                                       "arguments": {"type": "string"}}}}}},
+    },
+}
+
+CHAT_REQUEST = {
+    "type": "object",
+    "required": ["model", "messages"],
+    "description": "OpenAI's CreateChatCompletionRequest; fields Gemini has no use for are accepted and ignored.",
+    "properties": {
+        "model": {"type": "string", "pattern": "^(models/)?[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
+        "messages": {"type": "array", "minItems": 1, "items": MESSAGE},
+        "stream": {"type": ["boolean", "null"]},
+        "stream_options": {"type": ["object", "null"], "properties": {"include_usage": {"type": "boolean"}}},
+        "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
+        "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "top_k": {"type": ["integer", "null"], "minimum": 1},
+        "max_tokens": {"type": ["integer", "null"], "minimum": 1},
+        "max_completion_tokens": {"type": ["integer", "null"], "minimum": 1},
+        "n": {"type": ["integer", "null"], "minimum": 1, "maximum": 8},
+        "seed": {"type": ["integer", "null"]},
+        "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}, {"type": "null"}]},
+        "presence_penalty": {"type": ["number", "null"], "minimum": -2, "maximum": 2},
+        "frequency_penalty": {"type": ["number", "null"], "minimum": -2, "maximum": 2},
+        "reasoning_effort": {"type": ["string", "null"],
+                             "enum": ["none", "minimal", "low", "medium", "high", "xhigh", "max", None]},
+        "response_format": {"type": ["object", "null"]},
+        "tools": {"type": ["array", "null"], "items": {"type": "object"}},
+        "tool_choice": {"anyOf": [{"type": "string"}, {"type": "object"}, {"type": "null"}]},
+        "logit_bias": {"type": ["object", "null"]},
+    },
+}
+
+USAGE = {
+    "type": "object",
+    "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+    "properties": {"prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"},
+                   "total_tokens": {"type": "integer"}},
+}
+
+CHAT_COMPLETION = {
+    "type": "object",
+    "required": ["id", "object", "created", "model", "choices"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"type": "string", "const": "chat.completion"},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "choices": {"type": "array", "items": {
+            "type": "object", "required": ["index", "message", "finish_reason", "logprobs"],
+            "properties": {
+                "index": {"type": "integer"},
+                "finish_reason": {"type": "string",
+                                  "enum": ["stop", "length", "tool_calls", "content_filter", "function_call"]},
+                "logprobs": {"type": "null"},
+                "message": {"type": "object", "required": ["role", "content", "refusal"], "properties": {
+                    "role": {"type": "string", "const": "assistant"},
+                    "content": {"type": ["string", "null"]},
+                    "refusal": {"type": ["string", "null"]},
+                    "reasoning_content": {"type": "string"},
+                    "tool_calls": {"type": "array"},
+                }},
+            }}},
+        "usage": USAGE,
+    },
+}
+
+MODEL = {
+    "type": "object",
+    "required": ["id", "object", "created", "owned_by"],
+    "properties": {"id": {"type": "string"}, "object": {"type": "string", "const": "model"},
+                   "created": {"type": "integer"}, "owned_by": {"type": "string"}},
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Keyloom", "version": __version__,
+                 "description": "An OpenAI-compatible endpoint in front of a pool of Gemini keys. Authenticate with "
+                                "the server's PASSWORD as a Bearer token (or x-goog-api-key, or ?key=)."},
+        "security": [{"bearer": []}, {"googApiKey": []}, {"queryKey": []}],
+        "paths": {
+            "/v1/chat/completions": {"post": {
+                "operationId": "createChatCompletion",
+                "summary": "Chat completion, whole or streamed (server-sent events)",
+                "requestBody": {"required": True,
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/"
+                                                                                     "ChatRequest"}}}},
+                "responses": {
+                    "200": {"description": "The answer: JSON, or an event stream when stream is true",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/"
+                                                                                 "ChatCompletion"}},
+                                        "text/event-stream": {"schema": {"type": "string"}}}},
+                    **_errors(400, 401, 404, 413, 429, 502, 503, 504)}}},
+            "/v1/models": {"get": {
+                "operationId": "listModels", "summary": "The chat models",
+                "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["object", "data"],
+                    "properties": {"object": {"type": "string", "const": "list"},
+                                   "data": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}}}}}}},
+                    **_errors(401)}}},
+            "/v1/models/{model}": {"get": {
+                "operationId": "retrieveModel",
+                "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/Model"}}}}, **_errors(401, 404)}}},
+            "/health": {"get": {
+                "operationId": "health", "summary": "Liveness and counts; no authentication, no secrets",
+                "security": [],
+                "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}}}}}}},
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "googApiKey": {"type": "apiKey", "in": "header", "name": "x-goog-api-key"},
+                "queryKey": {"type": "apiKey", "in": "query", "name": "key"},
+            },
+            "responses": {"Error": {"description": "An error, in OpenAI's ErrorResponse shape",
+                                    "content": {"application/json": {"schema": {
+                                        "$ref": "#/components/schemas/ErrorResponse"}}}}},
+            "schemas": {
+                "ChatRequest": CHAT_REQUEST,
+                "ChatCompletion": CHAT_COMPLETION,
+                "Model": MODEL,
+                "ErrorResponse": {"type": "object", "required": ["error"], "properties": {"error": {
+                    "type": "object", "required": ["message", "type", "param", "code"],
+                    "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                                   "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}},
+            },
+        },
+    }
