@@ -29,6 +29,7 @@ from .handlers.chat import ChatCompletionsHandler
 from .handlers.health import HealthHandler
 from .handlers.models import ModelHandler, ModelsHandler
 from .handlers.pages import IndexHandler, OpenApiHandler
+from .keepalive import KeepaliveTicker
 from .limits import ClientLimits, proxy_hops
 from .pool.keys import KeyPool
 from .pool.quota import DailyLimits, MemoryUsage, QuotaDay
@@ -117,6 +118,7 @@ class Keyloom:
                                    stream_idle_timeout=settings.UPSTREAM_STREAM_IDLE_TIMEOUT, redact=self.redactor)
         self.dispatcher = Dispatcher(self.pool, self.gemini, get_settings)
         self.catalog = ModelCatalog(self.dispatcher, get_settings, self.clock)
+        self.keepalive = KeepaliveTicker(lambda: self.settings.FAKE_STREAMING_INTERVAL)
         self.chat = ChatService(self.catalog, self.dispatcher, self.http, self.client_limits, get_settings,
                                 self.clock)
         self.web = WebApp(self, ROUTES, default_handler_class=NotFoundHandler, log_function=self._log_request,
@@ -179,6 +181,7 @@ class Keyloom:
                 pass
         for t in list(self._background):
             t.cancel()
+        self.keepalive.stop()
         try:
             await self.flusher.stop()
         except Exception:

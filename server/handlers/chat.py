@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import AsyncIterator
 
 from ..chat import stream_error_frame
 from ..dispatch import Trace
 from ..errors import ApiError
+from ..keepalive import retrieve
 from ..limits import client_ip
 from ..store.requestlog import RequestRow
 from ..translate.sse import KEEPALIVE
@@ -40,38 +42,44 @@ class ChatCompletionsHandler(JsonBodyHandler):
             hold_back = 0.0 if plan.fake_stream else self.kl.settings.FAKE_STREAMING_INTERVAL
             await self.write_event_stream(self.kl.chat.events(plan), hold_back)
 
-    def _start_event_stream(self) -> None:
+    last_write = 0.0  # when this stream last wrote anything (the keep-alive ticker reads it)
+
+    def _commit(self, keepalive: bool) -> None:
+        """Send the SSE headers (status 200 from here on), maybe a first keep-alive, and join the ticker."""
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")  # nginx: do not hold the stream back
+        if keepalive:
+            self.send_keepalive()
+        self.kl.keepalive.add(self)
+
+    def send_keepalive(self) -> None:
+        if self._finished or self._client_gone:
+            return
+        self.write(KEEPALIVE)
+        self.last_write = time.monotonic()
+        self.flush().add_done_callback(retrieve)
 
     async def write_event_stream(self, events: AsyncIterator[bytes], hold_back: float) -> None:
-        """Write events as they come, and a keep-alive comment whenever none came for one interval.
+        """Write events as they come; the keep-alive ticker fills any silence longer than the interval.
 
         For `hold_back` seconds nothing is committed, so an error that comes that fast is still
         answered with its own HTTP status (with 0: only what is decided without an upstream call,
         such as no usable key). Then the SSE headers and a first keep-alive go out, the status is
         200, and a failure travels as one `data: {"error": …}` event that ends the stream.
         """
-        interval = self.kl.settings.FAKE_STREAMING_INTERVAL
         it = events.__aiter__()
         committed = False
         pending: asyncio.Future[bytes] = asyncio.ensure_future(it.__anext__())
         self._task = pending
         try:
+            await asyncio.wait((pending,), timeout=hold_back)
             while True:
-                done, _ = await asyncio.wait((pending,), timeout=interval if committed else hold_back)
-                if not done:
-                    if self._client_gone:
-                        raise ClientGone()
-                    if not committed:
-                        self._start_event_stream()
-                        committed = True
-                    self.write(KEEPALIVE)
-                    await safe_flush(self)
-                    continue
+                if not committed and not pending.done():
+                    self._commit(keepalive=True)
+                    committed = True
                 try:
-                    data = pending.result()
+                    data = await pending
                 except StopAsyncIteration:
                     break
                 except asyncio.CancelledError:
@@ -94,12 +102,14 @@ class ChatCompletionsHandler(JsonBodyHandler):
                     await safe_flush(self)
                     return
                 if not committed:
-                    self._start_event_stream()
+                    self._commit(keepalive=False)
                     committed = True
                 self.write(data)
+                self.last_write = time.monotonic()
                 await safe_flush(self)
                 self._task = pending = asyncio.ensure_future(it.__anext__())
         finally:
+            self.kl.keepalive.discard(self)
             self._task = None
             if not pending.done():
                 pending.cancel()
