@@ -39,10 +39,6 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return ApiError(400, message, param=param, code=code)
 
 
-def not_found(message: str, code: str | None = "not_found") -> ApiError:
-    return ApiError(404, message, code=code)
-
-
 def model_not_found(model: str) -> ApiError:
     return ApiError(404, f"The model `{model}` does not exist or you do not have access to it.",
                     code="model_not_found", param="model")

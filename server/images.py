@@ -14,7 +14,6 @@ from .errors import bad_request
 from .upstream.http import ForbiddenAddress, HttpClient, HttpError, Origin, ResponseTooLarge
 
 MAX_REDIRECTS = 3
-IMAGE_TYPES = ("image/", "application/octet-stream")
 
 
 def _sniff(data: bytes) -> str | None:

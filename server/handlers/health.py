@@ -20,8 +20,12 @@ class HealthHandler(BaseHandler):
             "keys": kl.pool.counts(),
             "models": len(kl.catalog.chat_models()),
             "in_flight": max(0, kl.in_flight - 1),
-            "upstream": {"connections_opened": kl.http.connections_opened,
+            "open_streams": len(kl.keepalive),
+            "refused_connections": kl.server.refused_connections if kl.server is not None else 0,
+            "upstream": {"requests_sent": kl.http.requests_sent, "connections_opened": kl.http.connections_opened,
                          "idle_connections": kl.http.idle_connections()},
+            "store": {"flushes": kl.flusher.flushes, "failed_flushes": kl.flusher.failed_flushes,
+                      "pending_log_rows": len(kl.request_log)},
         })
 
     head = get

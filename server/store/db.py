@@ -124,7 +124,3 @@ class Database:
         except BaseException:
             await conn.rollback()
             raise
-
-    async def integrity(self) -> str:
-        rows = await self.fetchall("PRAGMA integrity_check")
-        return str(rows[0][0]) if rows else "no answer"

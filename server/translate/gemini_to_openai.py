@@ -137,7 +137,6 @@ class ChunkStream:
         self._finished: set[int] = set()
         self._tool_index: dict[int, int] = {}
         self._usage: dict[str, Any] | None = None
-        self.content_seen = False  # any text or tool call reached the client
 
     def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         if self.id is None:
@@ -178,8 +177,6 @@ class ChunkStream:
                 self._tool_index[index] = first + len(calls)
                 delta["tool_calls"] = calls
             if delta:
-                if texts or calls:
-                    self.content_seen = True
                 out.append(self._chunk([{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}]))
             if cand.get("finishReason"):
                 self._finished.add(index)

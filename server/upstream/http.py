@@ -100,7 +100,6 @@ class _Conn(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.reused = False
         self.idle_since = 0.0
         self._buf = bytearray()
         self._resp: Response | None = None
@@ -468,7 +467,6 @@ class HttpClient:
         while conns:
             conn = conns.pop()
             if not conn.closed and now - conn.idle_since < self.idle_ttl:
-                conn.reused = True
                 return conn
             conn.abort()
         return None
