@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 from .pool.keys import Key, KeyPool
 from .pool.policy import DispatchError, KeyEffect, verdict
 from .settings import Settings
+from .translate.gemini_to_openai import token_counts
 from .upstream.failures import (BadResponse, EmptyReply, PromptBlocked, QuotaExceeded, Unreachable, UpstreamFailure,
                                 classify_reply)
 from .upstream.gemini import GeminiClient
@@ -44,11 +45,8 @@ class Trace:
 
 
 def tokens(reply: dict[str, Any] | None) -> tuple[int, int]:
-    meta = reply.get("usageMetadata") if isinstance(reply, dict) else None
-    if not isinstance(meta, dict):
-        return 0, 0
-    prompt = int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0)
-    return prompt, int(meta.get("candidatesTokenCount") or 0) + int(meta.get("thoughtsTokenCount") or 0)
+    prompt, completion, _ = token_counts(reply.get("usageMetadata") if isinstance(reply, dict) else None)
+    return prompt, completion
 
 
 class Attempts:

@@ -20,11 +20,13 @@ log = logging.getLogger("keyloom.chat")
 
 class ChatCompletionsHandler(JsonBodyHandler):
     trace: Trace | None = None
+    client_ip = ""
     stream_requested = False
 
     async def post(self) -> None:
         req = self.json_body()
         self.trace = Trace()
+        self.client_ip = client_ip(self.request, self.kl.proxy_hops)
         self.stream_requested = isinstance(req, dict) and req.get("stream") is True
         try:
             await self.cancellable(self._serve(req))  # hanging up cancels it all
@@ -33,7 +35,7 @@ class ChatCompletionsHandler(JsonBodyHandler):
 
     async def _serve(self, req: object) -> None:
         assert self.trace is not None
-        plan = await self.kl.chat.prepare(req, client_ip(self.request, self.kl.proxy_hops), self.trace)
+        plan = await self.kl.chat.prepare(req, self.client_ip, self.trace)
         if not plan.stream:
             self.write_json(await self.kl.chat.complete(plan))
         else:
@@ -128,5 +130,5 @@ class ChatCompletionsHandler(JsonBodyHandler):
         self.kl.request_log.add(RequestRow(
             ts=self.kl.clock.time() - r.request_time(), model=trace.model or None, key_fp=trace.key_fp, attempts=trace.attempts,
             status=self.logical_status(), latency_ms=1000.0 * r.request_time(), prompt_tokens=trace.prompt_tokens,
-            completion_tokens=trace.completion_tokens, client_ip=client_ip(r, self.kl.proxy_hops),
+            completion_tokens=trace.completion_tokens, client_ip=self.client_ip,
             stream=self.stream_requested, error=self.error_message))

@@ -42,12 +42,20 @@ def finish_reason(gemini_reason: Any, has_tool_calls: bool) -> str | None:
     return FINISH_REASONS.get(str(gemini_reason), "stop")
 
 
+def token_counts(meta: Any) -> tuple[int, int, int]:
+    """Gemini usageMetadata → (prompt tokens, completion tokens with thoughts, thought tokens).
+    The one place that decides how Gemini's counts map to OpenAI's (and to Keyloom's counters)."""
+    if not isinstance(meta, dict):
+        return 0, 0, 0
+    prompt = int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0)
+    thoughts = int(meta.get("thoughtsTokenCount") or 0)
+    return prompt, int(meta.get("candidatesTokenCount") or 0) + thoughts, thoughts
+
+
 def usage(meta: Any) -> dict[str, Any] | None:
     if not isinstance(meta, dict):
         return None
-    prompt = int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0)
-    thoughts = int(meta.get("thoughtsTokenCount") or 0)
-    completion = int(meta.get("candidatesTokenCount") or 0) + thoughts
+    prompt, completion, thoughts = token_counts(meta)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
