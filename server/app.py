@@ -20,10 +20,12 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 
+from .admin.service import AdminService
 from .catalog import ModelCatalog
 from .chat import ChatService
 from .clock import Clock, SystemClock
 from .dispatch import Dispatcher
+from .handlers.admin import STATIC, admin_routes
 from .handlers.base import NotFoundHandler
 from .handlers.chat import ChatCompletionsHandler
 from .handlers.health import HealthHandler
@@ -82,14 +84,22 @@ class LimitedHTTPServer(HTTPServer):
         super().on_close(server_conn)
 
 
-ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
+API_ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     (r"/(?:v1/)?chat/completions/?", ChatCompletionsHandler),
     (r"/(?:v1/)?models/?", ModelsHandler),
     (r"/(?:v1/)?models/(.+?)/?", ModelHandler),
     (r"/health/?", HealthHandler),
     (r"/openapi\.json", OpenApiHandler),
-    (r"/", IndexHandler),
 ]
+
+
+def routes(dashboard_path: str) -> list[tuple[str, type[tornado.web.RequestHandler]]]:
+    """The API, the dashboard at DASHBOARD_PATH, and the plain status page at / when the dashboard is elsewhere."""
+    base = dashboard_path.rstrip("/")
+    found: list[tuple[str, type[tornado.web.RequestHandler]]] = [*API_ROUTES, *admin_routes(base)]
+    if base:
+        found.append((r"/", IndexHandler))
+    return found
 
 
 class Keyloom:
@@ -102,6 +112,9 @@ class Keyloom:
         self.demo = demo
         self.started_mono = self.clock.monotonic()
         self.in_flight = 0
+        self.admin_password = settings.ADMIN_PASSWORD or settings.WEB_PASSWORD or password
+        self.dashboard_base = settings.DASHBOARD_PATH.rstrip("/")
+        self._static: dict[str, bytes] = {}
         get_settings = lambda: self.settings  # noqa: E731 - live settings can be swapped in later
         self.quota_day = QuotaDay(self.clock, settings.QUOTA_RESET_TZ)
         self.pool = KeyPool(settings.GEMINI_API_KEYS, self.clock, self.quota_day, DailyLimits(get_settings),
@@ -112,7 +125,10 @@ class Keyloom:
         self.db = Database(data_dir / DB_FILE)
         self.flusher = Flusher(self.db, self.pool, self.client_limits, self.request_log, get_settings, self.clock)
         self.redactor = redactor or Redactor()
-        self.redactor.add([*self.pool.secrets(), password])
+        if demo:
+            for k in self.pool.keys:
+                k.source = "demo"
+        self.redactor.add([*self.pool.secrets(), password, self.admin_password])
         self.http = HttpClient(connect_timeout=settings.UPSTREAM_CONNECT_TIMEOUT, proxy=settings.UPSTREAM_PROXY)
         self.gemini = GeminiClient(self.http, settings.GEMINI_BASE_URL, timeout=settings.UPSTREAM_TIMEOUT,
                                    stream_idle_timeout=settings.UPSTREAM_STREAM_IDLE_TIMEOUT, redact=self.redactor)
@@ -121,12 +137,29 @@ class Keyloom:
         self.keepalive = KeepaliveTicker(lambda: self.settings.FAKE_STREAMING_INTERVAL)
         self.chat = ChatService(self.catalog, self.dispatcher, self.http, self.client_limits, get_settings,
                                 self.clock)
-        self.web = WebApp(self, ROUTES, default_handler_class=NotFoundHandler, log_function=self._log_request,
+        self.admin = AdminService(self, settings)
+        self.web = WebApp(self, routes(settings.DASHBOARD_PATH), default_handler_class=NotFoundHandler, log_function=self._log_request,
                           compress_response=False)
         self.server: LimitedHTTPServer | None = None
         self.port: int | None = None
         self._refresher: PeriodicCallback | None = None
         self._background: set[asyncio.Task[Any]] = set()
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Put new settings in force (a change on the dashboard). Most parts read `self.settings` on each
+        use; the few that copied a value at start are updated here."""
+        old, self.settings = self.settings, settings
+        self.gemini.timeout = settings.UPSTREAM_TIMEOUT
+        self.gemini.stream_idle_timeout = settings.UPSTREAM_STREAM_IDLE_TIMEOUT
+        if settings.LOG_LEVEL != old.LOG_LEVEL:
+            logging.getLogger().setLevel(settings.LOG_LEVEL)
+
+    def static_file(self, name: str) -> bytes:
+        """A file of the page, read once."""
+        data = self._static.get(name)
+        if data is None:
+            data = self._static[name] = (STATIC / name).read_bytes()
+        return data
 
     def _log_request(self, handler: tornado.web.RequestHandler) -> None:
         if not self.settings.ACCESS_LOG:
@@ -144,6 +177,7 @@ class Keyloom:
         work; returns the port."""
         s = self.settings
         await self.db.open()
+        self.apply_settings(await self.admin.load())
         await self.flusher.load()
         limit = int(s.MAX_REQUEST_BODY_MB * 1024 * 1024)
         self.server = LimitedHTTPServer(self.web, max_connections=s.MAX_CONNECTIONS, xheaders=False,
@@ -182,6 +216,7 @@ class Keyloom:
         for t in list(self._background):
             t.cancel()
         self.keepalive.stop()
+        await self.admin.tests.stop()
         try:
             await self.flusher.stop()
         except Exception:

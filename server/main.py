@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.demo:
             from .demo import DEMO_KEYS, start_demo_upstream
             base_url, demo_upstream = await start_demo_upstream()
-            settings = settings.replace(GEMINI_BASE_URL=base_url, GEMINI_API_KEYS=list(DEMO_KEYS))
+            settings = settings.replace("demo", GEMINI_BASE_URL=base_url, GEMINI_API_KEYS=list(DEMO_KEYS))
             log.warning("DEMO MODE: answers come from a simulated Gemini API on this machine (%s), "
                         "not from Google. Nothing leaves this machine.", base_url)
         clock = OffsetClock(args.clock_offset) if args.clock_offset else None

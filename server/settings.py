@@ -44,6 +44,7 @@ class SettingSpec:
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] = ()
+    live: bool = False  # may be changed on the dashboard while running
 
 
 def load_specs(path: Path = SPEC_PATH) -> dict[str, SettingSpec]:
@@ -61,6 +62,7 @@ def load_specs(path: Path = SPEC_PATH) -> dict[str, SettingSpec]:
             min=d.get("min"),
             max=d.get("max"),
             choices=tuple(d.get("choices", ())),
+            live=bool(d.get("live", False)),
         )
     return specs
 
@@ -143,6 +145,10 @@ def parse_value(spec: SettingSpec, raw: str) -> Any:
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError("expected a time zone name such as Asia/Shanghai") from None
         return text
+    if t == "path":
+        if not text.startswith("/") or any(c.isspace() or c in "?#%\\" for c in text) or "//" in text:
+            raise ValueError("expected a path such as / or /admin")
+        return text.rstrip("/") or "/"
     if t == "url":
         if not text:
             return ""
@@ -151,6 +157,19 @@ def parse_value(spec: SettingSpec, raw: str) -> Any:
             raise ValueError("expected an http:// or https:// URL")
         return text.rstrip("/")
     raise ValueError(f"unknown setting type {t!r} in conf/settings.toml")
+
+
+def format_value(spec: SettingSpec, value: Any) -> str:
+    """A value written back as the text an environment variable would hold (parse_value's inverse)."""
+    if spec.type == "bool":
+        return "true" if value else "false"
+    if spec.type == "list":
+        return ", ".join(value)
+    if spec.type == "intmap":
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    if spec.type == "float":
+        return f"{value:g}" if float(value) == float(f"{value:g}") else repr(value)
+    return str(value)
 
 
 @dataclass
@@ -195,14 +214,15 @@ class Settings:
             raise SettingsError(problems)
         return cls(values, sources, specs)
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, _source: str = "dashboard", **changes: Any) -> "Settings":
+        """A copy with some values changed; their source becomes `_source`."""
         values = dict(self.values)
         sources = dict(self.sources)
         for k, v in changes.items():
             if k not in values:
                 raise KeyError(k)
             values[k] = v
-            sources[k] = "override"
+            sources[k] = _source
         return Settings(values, sources, self.specs)
 
 
@@ -226,6 +246,8 @@ def markdown_table(lang: str = "en", specs: dict[str, SettingSpec] | None = None
     for s in specs.values():
         default = f"`{s.default}`" if s.default else ("（空）" if lang == "zh" else "(empty)")
         text = (s.help_zh if lang == "zh" else s.help).replace("|", "\\|")
+        if s.live:
+            text += " （可在管理面板实时修改）" if lang == "zh" else " *(can be changed live on the dashboard)*"
         rows.append(f"| `{s.name}` | {default} | {text} |")
     return head + "\n".join(rows) + "\n"
 

@@ -25,8 +25,8 @@ PASSWORD = "test-password-0123456789"
 
 def make_key(i: int) -> str:
     """A key shaped like a real Gemini key: `AIza` + 35 characters."""
-    body = f"SyFakeKey{i:04d}"
-    return "AIza" + body + "abcdefghijklmnopqrstuvwxyz0123456789"[: 35 - len(body)]
+    body = f"SyFakeKey{i:04d}"  # at the end, so that masked forms (AIza…0001) tell test keys apart
+    return "AIza" + "abcdefghijklmnopqrstuvwxyz0123456789"[: 35 - len(body)] + body
 
 
 KEYS = [make_key(i) for i in range(1, 4)]

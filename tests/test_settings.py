@@ -76,7 +76,7 @@ def test_split_list():
 
 def test_replace_marks_overrides():
     s = Settings.from_env({}).replace(FAKE_STREAMING=False)
-    assert s.FAKE_STREAMING is False and s.sources["FAKE_STREAMING"] == "override"
+    assert s.FAKE_STREAMING is False and s.sources["FAKE_STREAMING"] == "dashboard"
     with pytest.raises(KeyError):
         Settings.from_env({}).replace(NOPE=1)
 

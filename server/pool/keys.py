@@ -45,6 +45,7 @@ class Key:
     backoff_failures: int = 0
     last_error: str | None = None
     last_error_at: float | None = None
+    source: str = "environment"   # environment, dashboard (stored in SQLite) or demo
     models: dict[str, ModelState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -127,17 +128,39 @@ class KeyPool:
 
     # -- membership ------------------------------------------------------------------------------
 
-    def add(self, secret: str) -> Key | None:
+    def add(self, secret: str, source: str = "environment") -> Key | None:
         if not valid_key_text(secret):
             self.rejected += 1
             return None
-        key = Key(secret)
+        key = Key(secret, source=source)
         if key.fp in self._by_fp:
             return self._by_fp[key.fp]
         self.keys.append(key)
         self._by_fp[key.fp] = key
         self._rot.clear()
         return key
+
+    def remove(self, fp: str) -> Key | None:
+        """Out of the pool at once (today's counts stay in the history)."""
+        key = self._by_fp.pop(fp, None)
+        if key is not None:
+            self.keys.remove(key)
+            self._rot.clear()
+        return key
+
+    def reset_today(self, key: Key) -> None:
+        """Today's counters for this key back to zero, and its per-model cool-downs and exhaustion
+        lifted: the owner says "use it again today"."""
+        for (fp, model), u in self.usage.rows.items():
+            if fp == key.fp:
+                self.usage.rows[(fp, model)] = type(u)()
+                self.usage.mark(fp, model)
+        for model, ms in key.models.items():
+            ms.cooldown_until, ms.exhausted_day, ms.reason = 0.0, None, None
+            self._dirty_models.add((key.fp, model))
+        key.backoff_failures, key.backoff_until = 0, 0.0
+        self._dirty_keys.add(key.fp)
+        self._rot.clear()
 
     def get(self, fp: str) -> Key | None:
         return self._by_fp.get(fp)
@@ -209,15 +232,15 @@ class KeyPool:
             key.backoff_until = 0.0
             self._dirty_keys.add(key.fp)
 
-    def _note_error(self, key: Key, message: str, now: float) -> None:
+    def note_error(self, key: Key, message: str, now: float | None = None) -> None:
         key.last_error = message
-        key.last_error_at = now
+        key.last_error_at = self.clock.time() if now is None else now
         self._dirty_keys.add(key.fp)
 
     def failure(self, key: Key, model: str, kind: str, message: str) -> None:
         """Count a failed attempt (no change of state)."""
         self.usage.add(key.fp, model, failure=kind)
-        self._note_error(key, message, self.clock.time())
+        self.note_error(key, message)
 
     def disable(self, key: Key, reason: str) -> None:
         if key.disabled_reason is not None:
@@ -350,6 +373,34 @@ class KeyPool:
     def restore_states(self, keys: list[tuple], models: list[tuple]) -> None:
         self._dirty_keys.update(row[0] for row in keys)
         self._dirty_models.update((row[0], row[1]) for row in models)
+
+    def state(self, key: Key) -> tuple[str, float | None, str | None]:
+        """(state, until, why) of a key as a whole: disabled, resting (after upstream errors),
+        cooling (some model, per-minute quota), exhausted (some model, for the day) or active."""
+        now = self.clock.time()
+        if key.disabled_reason is not None:
+            return "disabled", None, key.disabled_reason
+        if key.backoff_until > now:
+            return "resting", key.backoff_until, key.last_error
+        cooling = [(ms.cooldown_until, m) for m, ms in key.models.items() if ms.cooldown_until > now]
+        if cooling:
+            until, model = max(cooling)
+            return "cooling", until, model
+        exhausted = sorted(m for m, ms in key.models.items() if ms.exhausted_day == self.day)
+        if exhausted:
+            return "exhausted", self.quota_day.next_reset(), ", ".join(exhausted)
+        return "active", None, None
+
+    def model_state(self, key: Key, model: str) -> tuple[str, float | None]:
+        now = self.clock.time()
+        ms = key.models.get(model)
+        if ms is None:
+            return "active", None
+        if ms.exhausted_day == self.day:
+            return "exhausted", self.quota_day.next_reset()
+        if ms.cooldown_until > now:
+            return "cooling", ms.cooldown_until
+        return "active", None
 
     def counts(self) -> dict[str, int]:
         disabled = sum(1 for k in self.keys if not k.usable)

@@ -115,6 +115,10 @@ class MemoryUsage:
             u.failure_kinds[failure] = u.failure_kinds.get(failure, 0) + 1
         self._dirty.add(k)
 
+    def mark(self, key_fp: str, model: str) -> None:
+        """This row changed outside `add` (a reset): write it at the next flush."""
+        self._dirty.add((key_fp, model))
+
     def roll(self, day: str) -> None:
         """A new quota day: yesterday's unwritten rows wait for the next flush; counting starts at 0."""
         for k in self._dirty:

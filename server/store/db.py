@@ -7,6 +7,7 @@ commit; only what was not yet flushed is lost.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -81,6 +82,7 @@ class Database:
         self.path = path
         self._conn: aiosqlite.Connection | None = None
         self.version = 0
+        self._write_lock = asyncio.Lock()  # one transaction at a time on the one connection
 
     @property
     def conn(self) -> aiosqlite.Connection:
@@ -114,13 +116,14 @@ class Database:
 
     async def write(self, batches: Iterable[tuple[str, Sequence[Sequence[Any]]]]) -> None:
         """Run every (statement, rows) batch in one transaction."""
-        conn = self.conn
-        try:
-            await conn.execute("BEGIN")
-            for sql, rows in batches:
-                if rows:
-                    await conn.executemany(sql, rows)
-            await conn.commit()
-        except BaseException:
-            await conn.rollback()
-            raise
+        async with self._write_lock:
+            conn = self.conn
+            try:
+                await conn.execute("BEGIN")
+                for sql, rows in batches:
+                    if rows:
+                        await conn.executemany(sql, rows)
+                await conn.commit()
+            except BaseException:
+                await conn.rollback()
+                raise

@@ -19,7 +19,7 @@ from ..pool.keys import KeyPool
 from ..pool.quota import MemoryUsage, Usage
 from ..settings import Settings
 from .db import Database
-from .requestlog import RequestLog
+from .requestlog import DayOf, RequestLog, outcome
 
 log = logging.getLogger("keyloom.store")
 
@@ -45,6 +45,10 @@ UPSERT_CLIENT = (
 INSERT_REQUEST = (
     "INSERT INTO request_log (ts, model, key_fp, attempts, status, latency_ms, prompt_tokens, completion_tokens, "
     "client_ip, stream, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+ADD_DAILY = (
+    "INSERT INTO request_daily (day, outcome, count) VALUES (?, ?, ?) "
+    "ON CONFLICT (day, outcome) DO UPDATE SET count = count + excluded.count")
+DAILY_DAYS = 400
 
 
 class Flusher:
@@ -60,6 +64,7 @@ class Flusher:
         self._callback: PeriodicCallback | None = None
         self._running: asyncio.Task[Any] | None = None
         self._last_prune = 0.0
+        self._day_of: DayOf | None = None
         self._lock = asyncio.Lock()  # one flush at a time: a second caller waits, then writes what is left
         self.flushes = 0
         self.failed_flushes = 0
@@ -102,13 +107,15 @@ class Flusher:
                       for day, fp, model, u in usage]
         failure_rows = [(day, fp, model, kind, n) for day, fp, model, u in usage for kind, n in u.failure_kinds.items()]
         request_rows = [r.as_tuple() for r in requests]
+        daily_rows = self._daily(requests)
         total = len(usage_rows) + len(failure_rows) + len(keys) + len(models) + len(clients) + len(request_rows)
         if not total:
             return 0
         try:
             await self.db.write([(UPSERT_USAGE, usage_rows), (UPSERT_FAILURES, failure_rows),
                                  (UPSERT_KEY_STATE, keys), (UPSERT_MODEL_STATE, models),
-                                 (UPSERT_CLIENT, clients), (INSERT_REQUEST, request_rows)])
+                                 (UPSERT_CLIENT, clients), (INSERT_REQUEST, request_rows),
+                                 (ADD_DAILY, daily_rows)])
         except BaseException:
             self.usage.restore(usage)
             self.pool.restore_states(keys, models)
@@ -119,12 +126,29 @@ class Flusher:
         self.flushes += 1
         return total
 
+    def day_of(self) -> DayOf:
+        tz = self.settings().TZ
+        if self._day_of is None or self._day_of.tz != tz:
+            self._day_of = DayOf(tz)
+        return self._day_of
+
+    def _daily(self, requests: list[Any]) -> list[tuple[str, str, int]]:
+        counts: dict[tuple[str, str], int] = {}
+        day_of = self.day_of()
+        for r in requests:
+            k = (day_of(r.ts), outcome(r.status))
+            counts[k] = counts.get(k, 0) + 1
+        return [(day, kind, n) for (day, kind), n in counts.items()]
+
     async def prune(self) -> None:
         """Drop request-log rows older than REQUEST_LOG_DAYS, and key states that no longer say anything."""
         now = self.clock.time()
         cutoff = now - self.settings().REQUEST_LOG_DAYS * 86400
         await self.db.write([
             ("DELETE FROM request_log WHERE ts < ?", [(cutoff,)]),
+            ("DELETE FROM request_daily WHERE day < ?", [(self.day_of()(now - DAILY_DAYS * 86400),)]),
+            ("DELETE FROM admin_session WHERE expires_at < ?", [(now,)]),
+            ("DELETE FROM audit WHERE ts < ?", [(now - DAILY_DAYS * 86400,)]),
             ("DELETE FROM key_model_state WHERE (exhausted_day IS NULL OR exhausted_day < ?) "
              "AND (cooldown_until IS NULL OR cooldown_until < ?)", [(self.pool.quota_day.today(), now)]),
         ])

@@ -3,8 +3,45 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 log = logging.getLogger("keyloom.requestlog")
+
+
+OUTCOMES = ("ok", "limited", "client", "error")
+
+
+def outcome(status: int) -> str:
+    """The chart series a status belongs to: ok, limited (429), client (other 4xx), error (5xx)."""
+    if status < 400:
+        return "ok"
+    if status == 429:
+        return "limited"
+    return "client" if status < 500 else "error"
+
+
+class DayOf:
+    """Calendar day (YYYY-MM-DD) of epoch times in one time zone, with the current day's bounds cached."""
+
+    def __init__(self, tz: str):
+        self.tz = tz
+        self.zone = ZoneInfo(tz)
+        self._start = self._end = 0.0
+        self._day = ""
+
+    def __call__(self, ts: float) -> str:
+        if self._start <= ts < self._end:
+            return self._day
+        local = datetime.fromtimestamp(ts, self.zone)
+        start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        end = (start + timedelta(days=1, hours=2)).replace(hour=0)  # DST-safe next midnight
+        self._start, self._end, self._day = start.timestamp(), end.timestamp(), start.strftime("%Y-%m-%d")
+        return self._day
+
+    def start_of(self, ts: float) -> float:
+        self(ts)
+        return self._start
 
 
 @dataclass(frozen=True)

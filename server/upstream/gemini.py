@@ -55,31 +55,39 @@ class GeminiClient:
     def _failure(self, status: int, body: bytes) -> UpstreamFailure:
         return classify_error(status, body, self.redact)
 
+    async def _models_page(self, key: str, query: str) -> dict[str, Any]:
+        try:
+            resp = await self.http.request("GET", self.origin, f"{self.prefix}/{API_VERSION}/models{query}",
+                                           headers=self._headers(key), timeout=self.timeout, limit=MAX_REPLY_BYTES)
+        except HttpError as e:
+            raise transport_failure(e) from None
+        if resp.status != 200:
+            raise self._failure(resp.status, resp.body)
+        try:
+            page = ujson.loads(resp.body)
+        except ValueError:
+            raise BadResponse("Gemini model list is not valid JSON", resp.status) from None
+        if not isinstance(page, dict):
+            raise BadResponse("Gemini model list is not a JSON object", resp.status)
+        return page
+
     async def list_models(self, key: str, page_size: int = 1000) -> list[dict[str, Any]]:
         """Every model, following nextPageToken through all pages."""
         models: list[dict[str, Any]] = []
         token = ""
         for _ in range(100):  # a bound, in case an upstream keeps handing out tokens
             query = f"?pageSize={page_size}" + (f"&pageToken={quote(token, safe='')}" if token else "")
-            try:
-                resp = await self.http.request("GET", self.origin, f"{self.prefix}/{API_VERSION}/models{query}",
-                                               headers=self._headers(key), timeout=self.timeout,
-                                               limit=MAX_REPLY_BYTES)
-            except HttpError as e:
-                raise transport_failure(e) from None
-            if resp.status != 200:
-                raise self._failure(resp.status, resp.body)
-            try:
-                page = ujson.loads(resp.body)
-            except ValueError:
-                raise BadResponse("Gemini model list is not valid JSON", resp.status) from None
-            if not isinstance(page, dict):
-                raise BadResponse("Gemini model list is not a JSON object", resp.status)
+            page = await self._models_page(key, query)
             models.extend(m for m in page.get("models") or () if isinstance(m, dict))
             token = page.get("nextPageToken") or ""
             if not token:
                 break
         return models
+
+    async def check_key(self, key: str) -> None:
+        """Does Google accept this key? One small model-list page: costs no generation quota.
+        Raises the typed failure when it does not."""
+        await self._models_page(key, "?pageSize=1")
 
     async def generate(self, key: str, model: str, body: bytes) -> dict[str, Any]:
         try:

@@ -1,0 +1,246 @@
+"""The admin service: everything the dashboard and the admin API can do, in one place.
+
+Handlers authenticate, parse and call one method here; each action that changes something
+is written to the audit table. Reads flush the in-memory counters first, so the page shows
+the request that finished a moment ago (a flush is one small transaction, off the request path).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..auth import password_matches
+from ..errors import ApiError
+from ..pool.keys import Key, valid_key_text
+from ..redact import fingerprint, mask
+from ..settings import Settings
+from .audit import Audit
+from .keytest import KeyTests, TestJob
+from .overrides import LiveSettings
+from .sessions import Sessions
+from .stats import STATUS_FILTERS, Stats
+from .throttle import LoginThrottle
+
+if TYPE_CHECKING:
+    from ..app import Keyloom
+
+_KEY_SPLIT = re.compile(r"[\s,;|\"'`<>()\[\]{}]+")
+GEMINI_KEY_SHAPE = re.compile(r"^AIza[0-9A-Za-z_\-]{35}$")
+MAX_KEYS_PER_ADD = 10_000
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: the client IP and how they signed in (session or bearer)."""
+
+    ip: str
+    via: str
+
+
+def too_many_attempts(wait: int) -> ApiError:
+    return ApiError(429, f"Too many wrong passwords from this address; try again in {wait}s.",
+                    type="rate_limit_error", code="too_many_attempts", headers={"Retry-After": str(wait)})
+
+
+def wrong_password() -> ApiError:
+    return ApiError(401, "Wrong password.", code="invalid_password")
+
+
+class AdminService:
+    def __init__(self, kl: "Keyloom", base: Settings):
+        self.kl = kl
+        self.live = LiveSettings(base, kl.db)
+        self.sessions = Sessions(kl.db, kl.clock, lambda: kl.admin_password,
+                                 lambda: kl.settings.ADMIN_SESSION_HOURS)
+        self.throttle = LoginThrottle(kl.clock, lambda: kl.settings.ADMIN_LOGIN_ATTEMPTS)
+        self.audit = Audit(kl.db, kl.clock, kl.redactor)
+        self.stats = Stats(kl)
+        self.tests = KeyTests(kl.pool, kl.gemini, kl.redactor)
+        self.tests.on_done = self._tested
+
+    async def load(self) -> Settings:
+        """At start-up, before the counters are read back: keys added or removed here, saved settings,
+        sessions. Returns the settings in force."""
+        kl = self.kl
+        removed = {fp for fp, in await kl.db.fetchall("SELECT key_fp FROM removed_key")}
+        for fp in removed:
+            kl.pool.remove(fp)
+        stored = await kl.db.fetchall("SELECT secret FROM stored_key ORDER BY added_at")
+        kl.redactor.add(s for s, in stored)
+        for secret, in stored:
+            kl.pool.add(secret, source="dashboard")
+        await self.sessions.load()
+        return await self.live.load()
+
+    # -- passwords -------------------------------------------------------------------------------
+
+    def check_password(self, ip: str, candidate: Any) -> None:
+        """Raises 429 while the IP is throttled, 401 on a wrong password (and counts it)."""
+        wait = self.throttle.retry_after(ip)
+        if wait:
+            raise too_many_attempts(wait)
+        if not isinstance(candidate, str) or not password_matches(candidate, self.kl.admin_password):
+            self.throttle.failed(ip)
+            raise wrong_password()
+        self.throttle.succeeded(ip)
+
+    async def login(self, ip: str, password: Any) -> tuple[str, dict[str, Any]]:
+        try:
+            self.check_password(ip, password)
+        except ApiError as e:
+            if e.status == 401:
+                await self.audit.record("login_failed", ip=ip, via="session")
+            raise
+        cookie, s = await self.sessions.create(ip)
+        await self.audit.record("login", ip=ip, via="session")
+        return cookie, {"csrf": s.csrf, "expires_at": s.expires_at}
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        await self.kl.flusher.flush()
+        return {"service": await self.stats.service(), "keys": self.stats.keys()}
+
+    async def charts(self) -> dict[str, Any]:
+        await self.kl.flusher.flush()
+        return await self.stats.charts()
+
+    async def requests(self, status: str | None) -> dict[str, Any]:
+        if status and status not in STATUS_FILTERS and not (status.isdigit() and 100 <= int(status) <= 599):
+            raise ApiError(400, f"Unknown status filter {status!r}: use ok, error, 4xx, 5xx, 429 or a status code.",
+                           param="status")
+        await self.kl.flusher.flush()
+        return {"requests": await self.stats.requests(status or None)}
+
+    def settings(self) -> dict[str, Any]:
+        return {"settings": self.live.describe(self.kl.settings)}
+
+    # -- keys ------------------------------------------------------------------------------------
+
+    def key(self, fp: str) -> Key:
+        key = self.kl.pool.get(fp)
+        if key is None:
+            raise ApiError(404, f"No key with fingerprint {fp!r}.", code="key_not_found")
+        return key
+
+    async def add_keys(self, actor: Actor, text: Any) -> dict[str, Any]:
+        if not isinstance(text, str) or not text.strip():
+            raise ApiError(400, "Send {\"keys\": \"…\"}: one or more keys, separated by anything.", param="keys")
+        kl = self.kl
+        strict = not kl.demo
+        added: list[Key] = []
+        duplicates: list[str] = []
+        malformed: list[str] = []
+        seen: set[str] = set()
+        items = [t for t in _KEY_SPLIT.split(text) if t]
+        if len(items) > MAX_KEYS_PER_ADD:
+            raise ApiError(400, f"At most {MAX_KEYS_PER_ADD} keys at a time.", param="keys")
+        for item in items:
+            if not valid_key_text(item) or (strict and not GEMINI_KEY_SHAPE.match(item)):
+                malformed.append(mask(item))
+                continue
+            fp = fingerprint(item)
+            if fp in seen or kl.pool.get(fp) is not None:
+                duplicates.append(mask(item))
+                continue
+            seen.add(fp)
+            kl.redactor.add([item])
+            key = kl.pool.add(item, source="dashboard")
+            if key is not None:
+                added.append(key)
+        now = kl.clock.time()
+        if added:
+            await kl.db.write([
+                ("INSERT OR REPLACE INTO stored_key (key_fp, secret, added_at) VALUES (?, ?, ?)",
+                 [(k.fp, k.secret, now) for k in added]),
+                ("DELETE FROM removed_key WHERE key_fp = ?", [(k.fp,) for k in added])])
+            await self.audit.record("keys_added", ip=actor.ip, via=actor.via, target=", ".join(k.masked for k in added),
+                                    detail=f"{len(added)} added, {len(duplicates)} duplicate, {len(malformed)} malformed")
+        return {"added": [{"fp": k.fp, "key": k.masked} for k in added], "duplicates": duplicates,
+                "malformed": malformed, "stored_in_database": bool(added)}
+
+    async def remove_key(self, actor: Actor, fp: str) -> dict[str, Any]:
+        kl = self.kl
+        key = self.key(fp)
+        kl.pool.remove(fp)
+        batches: list[tuple[str, list[tuple[Any, ...]]]] = [("DELETE FROM stored_key WHERE key_fp = ?", [(fp,)])]
+        if key.source != "dashboard":
+            batches.append(("INSERT OR REPLACE INTO removed_key (key_fp, removed_at) VALUES (?, ?)",
+                            [(fp, kl.clock.time())]))
+        await kl.db.write(batches)
+        await self.audit.record("key_removed", ip=actor.ip, via=actor.via, target=key.masked,
+                                detail=f"from {key.source}")
+        return {"removed": {"fp": fp, "key": key.masked, "source": key.source}}
+
+    async def enable_key(self, actor: Actor, fp: str) -> dict[str, Any]:
+        key = self.key(fp)
+        was = key.disabled_reason
+        self.kl.pool.enable(key)
+        await self.audit.record("key_enabled", ip=actor.ip, via=actor.via, target=key.masked,
+                                detail=f"was: {was}" if was else "was not disabled")
+        return {"enabled": {"fp": fp, "key": key.masked}}
+
+    async def reset_key(self, actor: Actor, fp: str) -> dict[str, Any]:
+        kl = self.kl
+        key = self.key(fp)
+        kl.pool.reset_today(key)
+        await kl.flusher.flush()
+        await kl.db.write([("DELETE FROM key_failures WHERE day = ? AND key_fp = ?", [(kl.pool.day, fp)])])
+        await self.audit.record("key_reset", ip=actor.ip, via=actor.via, target=key.masked,
+                                detail=f"counters of quota day {kl.pool.day}")
+        return {"reset": {"fp": fp, "key": key.masked, "day": kl.pool.day}}
+
+    def test_keys(self, actor: Actor, fps: Any) -> dict[str, Any]:
+        pool = self.kl.pool
+        if fps is None:
+            keys = list(pool.keys)
+        elif isinstance(fps, list) and all(isinstance(f, str) for f in fps):
+            keys = [self.key(f) for f in fps]
+        else:
+            raise ApiError(400, "Send {\"keys\": [fingerprints]} or {} to test every key.", param="keys")
+        if not keys:
+            raise ApiError(400, "There is no key to test.", param="keys")
+        return self.tests.start(keys, actor).view()
+
+    async def _tested(self, job: TestJob) -> None:
+        v = job.view()
+        await self.audit.record("keys_tested", ip=job.actor.ip, via=job.actor.via,
+                                target=", ".join(k.masked for k in job.keys[:20]),
+                                detail=f"{v['ok']} working, {v['failed']} failing")
+
+    def test_job(self, job_id: str) -> dict[str, Any]:
+        job = self.tests.jobs.get(job_id)
+        if job is None:
+            raise ApiError(404, f"No key test {job_id!r} (only the last few are kept).", code="job_not_found")
+        return job.view()
+
+    async def export_keys(self, actor: Actor, password: Any) -> dict[str, Any]:
+        try:
+            self.check_password(actor.ip, password)
+        except ApiError as e:
+            if e.status == 401:
+                await self.audit.record("export_refused", ip=actor.ip, via=actor.via, detail="wrong password")
+            raise
+        keys = [k for k in self.kl.pool.keys if k.usable]
+        await self.audit.record("keys_exported", ip=actor.ip, via=actor.via, detail=f"{len(keys)} working keys")
+        return {"keys": [k.secret for k in keys], "count": len(keys)}
+
+    # -- settings --------------------------------------------------------------------------------
+
+    async def change_settings(self, actor: Actor, changes: Any) -> dict[str, Any]:
+        checked = self.live.check(changes)
+        self.kl.apply_settings(await self.live.save(checked, self.kl.clock.time()))
+        for name, value in checked.items():
+            await self.audit.record("setting_changed", ip=actor.ip, via=actor.via, target=name, detail=value)
+        return self.settings()
+
+    async def reset_settings(self, actor: Actor, names: list[str]) -> dict[str, Any]:
+        unknown = [n for n in names if n not in self.live.overrides]
+        if unknown:
+            raise ApiError(404, f"Not changed on the dashboard: {', '.join(unknown)}.", code="setting_not_changed")
+        self.kl.apply_settings(await self.live.reset(names))
+        for n in names:
+            await self.audit.record("setting_reset", ip=actor.ip, via=actor.via, target=n,
+                                    detail=f"back to the environment: {self.live.env_text(n)}")
+        return self.settings()

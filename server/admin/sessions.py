@@ -1,0 +1,102 @@
+"""Dashboard sign-in sessions: signed cookies backed by a server-side table, so sign-out really ends one.
+
+The cookie holds a random token and its HMAC signature. The signing key is derived from a
+random secret kept in the database and from the admin password, so changing ADMIN_PASSWORD
+ends every session at once. Only a hash of each token is stored; each session has its own
+CSRF token, which the page sends back in a header on every state-changing call.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Callable
+
+from ..clock import Clock
+from ..store.db import Database
+
+COOKIE = "keyloom_session"
+MAX_SESSIONS = 200  # oldest go first: a client cannot make the server hold more
+
+
+@dataclass
+class Session:
+    token_hash: str
+    csrf: str
+    created_at: float
+    expires_at: float
+    client_ip: str | None
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
+
+
+class Sessions:
+    def __init__(self, db: Database, clock: Clock, password: Callable[[], str], hours: Callable[[], float]):
+        self.db = db
+        self.clock = clock
+        self.password = password
+        self.hours = hours
+        self._secret = b""
+        self._by_hash: dict[str, Session] = {}
+
+    async def load(self) -> None:
+        rows = await self.db.fetchall("SELECT value FROM meta WHERE name = 'session_secret'")
+        if rows:
+            secret = rows[0][0]
+        else:
+            secret = secrets.token_hex(32)
+            await self.db.write([("INSERT OR IGNORE INTO meta (name, value) VALUES ('session_secret', ?)",
+                                  [(secret,)])])
+        self._secret = bytes.fromhex(secret)
+        now = self.clock.time()
+        for h, csrf, created, expires, ip in await self.db.fetchall(
+                "SELECT token_hash, csrf, created_at, expires_at, client_ip FROM admin_session WHERE expires_at > ? "
+                "ORDER BY created_at", (now,)):
+            self._by_hash[h] = Session(h, csrf, created, expires, ip)
+
+    def _signing_key(self) -> bytes:
+        return hmac.new(self._secret, self.password().encode("utf-8"), hashlib.sha256).digest()
+
+    def _sign(self, token: str) -> str:
+        return hmac.new(self._signing_key(), token.encode("ascii"), hashlib.sha256).hexdigest()
+
+    def find(self, cookie: str | None) -> Session | None:
+        """The live session a cookie names, or None (bad signature, unknown, expired)."""
+        if not cookie or len(cookie) > 200:
+            return None
+        token, _, sig = cookie.partition(".")
+        if not token or not sig or not token.isascii():
+            return None
+        if not hmac.compare_digest(sig.encode("ascii", "replace"), self._sign(token).encode("ascii")):
+            return None
+        s = self._by_hash.get(_hash(token))
+        if s is None or s.expires_at <= self.clock.time():
+            return None
+        return s
+
+    async def create(self, client_ip: str | None) -> tuple[str, Session]:
+        """→ (cookie value, session)."""
+        token = secrets.token_urlsafe(32)
+        now = self.clock.time()
+        s = Session(_hash(token), secrets.token_urlsafe(24), now, now + self.hours() * 3600.0, client_ip)
+        stale = [h for h, x in self._by_hash.items() if x.expires_at <= now]
+        while len(self._by_hash) - len(stale) >= MAX_SESSIONS:
+            stale.append(next(h for h in self._by_hash if h not in stale))
+        for h in stale:
+            self._by_hash.pop(h, None)
+        await self.db.write([
+            ("DELETE FROM admin_session WHERE token_hash = ?", [(h,) for h in stale]),
+            ("INSERT INTO admin_session (token_hash, csrf, created_at, expires_at, client_ip) VALUES (?, ?, ?, ?, ?)",
+             [(s.token_hash, s.csrf, s.created_at, s.expires_at, s.client_ip)])])
+        self._by_hash[s.token_hash] = s
+        return f"{token}.{self._sign(token)}", s
+
+    async def end(self, session: Session) -> None:
+        self._by_hash.pop(session.token_hash, None)
+        await self.db.write([("DELETE FROM admin_session WHERE token_hash = ?", [(session.token_hash,)])])
+
+    def __len__(self) -> int:
+        return len(self._by_hash)

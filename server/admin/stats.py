@@ -1,0 +1,150 @@
+"""What the dashboard shows, read from the request log and the pool. Admin path only: the
+request path never waits for any of this."""
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from ..store.requestlog import OUTCOMES, outcome
+
+if TYPE_CHECKING:
+    from ..app import Keyloom
+
+_CLASS = "CASE WHEN status < 400 THEN 'ok' WHEN status = 429 THEN 'limited' WHEN status < 500 THEN 'client' " \
+         "ELSE 'error' END"
+STATUS_FILTERS = {"ok": "status < 400", "error": "status >= 400", "4xx": "status >= 400 AND status < 500",
+                  "5xx": "status >= 500", "429": "status = 429"}
+
+
+def _round(x: float | None, digits: int = 1) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+class Stats:
+    def __init__(self, kl: "Keyloom"):
+        self.kl = kl
+
+    async def _percentiles(self, since: float) -> tuple[int, float | None, float | None]:
+        db = self.kl.db
+        (n,), = await db.fetchall("SELECT COUNT(*) FROM request_log WHERE ts >= ?", (since,))
+        if not n:
+            return 0, None, None
+        out = []
+        for q in (0.5, 0.95):
+            offset = max(0, math.ceil(q * n) - 1)
+            rows = await db.fetchall("SELECT latency_ms FROM request_log WHERE ts >= ? ORDER BY latency_ms "
+                                     "LIMIT 1 OFFSET ?", (since, offset))
+            out.append(rows[0][0] if rows else None)
+        return n, out[0], out[1]
+
+    async def service(self) -> dict[str, Any]:
+        kl = self.kl
+        s = kl.settings
+        now = kl.clock.time()
+        day_of = kl.flusher.day_of()
+        today = day_of(now)
+        rows = dict(await kl.db.fetchall("SELECT outcome, count FROM request_daily WHERE day = ?", (today,)))
+        total = sum(rows.values())
+        hour_n, p50, p95 = await self._percentiles(now - 3600)
+        reset = kl.pool.quota_day.next_reset()
+        zone = ZoneInfo(s.TZ)
+        from .. import __version__
+        return {
+            "version": __version__, "demo": kl.demo,
+            "uptime_seconds": round(kl.clock.monotonic() - kl.started_mono, 1),
+            "now": now, "tz": s.TZ, "now_text": datetime.fromtimestamp(now, zone).strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "today": today, "quota_day": kl.pool.day, "quota_reset_tz": s.QUOTA_RESET_TZ,
+            "quota_reset_at": reset, "quota_reset_in": round(max(0.0, reset - now)),
+            "quota_reset_text": datetime.fromtimestamp(reset, zone).strftime("%Y-%m-%d %H:%M %Z"),
+            "requests_today": total, "outcomes_today": {k: rows.get(k, 0) for k in OUTCOMES},
+            "success_rate": _round(100.0 * rows.get("ok", 0) / total) if total else None,
+            "requests_last_hour": hour_n, "p50_ms": _round(p50), "p95_ms": _round(p95),
+            "in_flight": max(0, kl.in_flight - 1), "keys": kl.pool.counts(), "models": len(kl.catalog.chat_models()),
+            "stored_keys": sum(1 for k in kl.pool.keys if k.source == "dashboard"),
+        }
+
+    def keys(self) -> list[dict[str, Any]]:
+        kl = self.kl
+        pool = kl.pool
+        pool.check_day()
+        per_key: dict[str, list[tuple[str, Any]]] = {}
+        for (fp, model), u in pool.usage.rows.items():
+            per_key.setdefault(fp, []).append((model, u))
+        out = []
+        for key in pool.keys:
+            state, until, why = pool.state(key)
+            models = {m: u for m, u in per_key.get(key.fp, [])}
+            for m, ms in key.models.items():
+                if m not in models and (ms.exhausted_day == pool.day or ms.cooldown_until > kl.clock.time()):
+                    models[m] = None
+            rows = []
+            req = ok = fail = pt = ct = 0
+            for m in sorted(models):
+                u = models[m]
+                mstate, muntil = pool.model_state(key, m)
+                r = {"model": m, "limit": pool.limits.for_model(m), "state": mstate, "until": muntil,
+                     "requests": 0, "successes": 0, "failures": 0, "tokens": 0}
+                if u is not None:
+                    r.update(requests=u.requests, successes=u.successes, failures=u.failures,
+                             tokens=u.prompt_tokens + u.completion_tokens, failure_kinds=dict(u.failure_kinds))
+                    req += u.requests
+                    ok += u.successes
+                    fail += u.failures
+                    pt += u.prompt_tokens
+                    ct += u.completion_tokens
+                rows.append(r)
+            out.append({
+                "fp": key.fp, "masked": key.masked, "source": key.source, "state": state, "until": until,
+                "why": kl.redactor(why) if why else why,
+                "requests": req, "successes": ok, "failures": fail, "prompt_tokens": pt, "completion_tokens": ct,
+                "tokens": pt + ct, "models": rows,
+                "last_error": kl.redactor(key.last_error) if key.last_error else None,
+                "last_error_at": key.last_error_at, "disabled_at": key.disabled_at,
+            })
+        return out
+
+    async def charts(self) -> dict[str, Any]:
+        kl = self.kl
+        now = kl.clock.time()
+        end_minute = int(now // 60) * 60
+        start = end_minute - 59 * 60
+        minutes = {k: [0] * 60 for k in OUTCOMES}
+        for m, kind, n in await kl.db.fetchall(
+                f"SELECT CAST(ts / 60 AS INTEGER) * 60 AS m, {_CLASS}, COUNT(*) FROM request_log WHERE ts >= ? "
+                f"GROUP BY 1, 2", (start,)):
+            i = int((m - start) // 60)
+            if 0 <= i < 60:
+                minutes[kind][i] += n
+        zone = ZoneInfo(kl.settings.TZ)
+        today = datetime.fromtimestamp(now, zone).date()
+        days = [(today - timedelta(days=29 - i)).isoformat() for i in range(30)]
+        index = {d: i for i, d in enumerate(days)}
+        per_day = {k: [0] * 30 for k in OUTCOMES}
+        for day, kind, n in await kl.db.fetchall("SELECT day, outcome, count FROM request_daily WHERE day >= ?",
+                                                 (days[0],)):
+            if day in index and kind in per_day:
+                per_day[kind][index[day]] += n
+        return {"minutes": {"start": start, "step": 60, "series": minutes},
+                "days": {"days": days, "series": per_day}}
+
+    async def requests(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        kl = self.kl
+        where, params = "", []
+        if status:
+            if status in STATUS_FILTERS:
+                where = "WHERE " + STATUS_FILTERS[status]
+            else:
+                where, params = "WHERE status = ?", [int(status)]
+        rows = await kl.db.fetchall(
+            "SELECT id, ts, model, key_fp, attempts, status, latency_ms, prompt_tokens, completion_tokens, "
+            f"client_ip, stream, error FROM request_log {where} ORDER BY id DESC LIMIT ?", (*params, limit))
+        out = []
+        for id_, ts, model, fp, attempts, st, lat, pt, ct, ip, stream, error in rows:
+            key = kl.pool.get(fp) if fp else None
+            out.append({"id": id_, "ts": ts, "model": model, "key_fp": fp, "key": key.masked if key else None,
+                        "attempts": attempts, "status": st, "outcome": outcome(st), "latency_ms": lat,
+                        "prompt_tokens": pt, "completion_tokens": ct, "client_ip": ip, "stream": bool(stream),
+                        "error": kl.redactor(error) if error else None})
+        return out

@@ -1,0 +1,483 @@
+"use strict";
+/* Keyloom dashboard: fetches the admin API every few seconds and redraws; no library, no CDN. */
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const t = (k, v) => I18N.t(k, v);
+  const REFRESH_MS = 5000;
+  const OUTCOMES = ["ok", "limited", "client", "error"];
+  const state = {csrf: null, tz: "UTC", status: null, charts: null, requests: null, settings: null, audit: null,
+                 editing: false, job: null};
+
+  // -- helpers -----------------------------------------------------------------------------------
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") e.className = v;
+      else if (k === "text") e.textContent = v;
+      else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+      else e.setAttribute(k, v === true ? "" : v);
+    }
+    for (const c of children) if (c !== null && c !== undefined) e.append(c);
+    return e;
+  }
+  function svg(tag, attrs) {
+    const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+    return e;
+  }
+  function fmtTime(ts, withDate) {
+    if (!ts) return "–";
+    const opts = {timeZone: state.tz, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false};
+    if (withDate) Object.assign(opts, {month: "2-digit", day: "2-digit"});
+    try { return new Intl.DateTimeFormat(I18N.lang === "zh" ? "zh-CN" : "en-GB", opts).format(new Date(ts * 1000)); }
+    catch (e) { return new Date(ts * 1000).toISOString(); }
+  }
+  function fmtDuration(s) {
+    s = Math.max(0, Math.round(s));
+    const d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);
+    if (d) return t("dur.dh", {d, h});
+    if (h) return t("dur.hm", {h, m});
+    if (m) return t("dur.ms", {m, s: s % 60});
+    return t("dur.s", {s});
+  }
+  function fmtNum(n) { return n === null || n === undefined ? "–" : Number(n).toLocaleString(I18N.lang === "zh" ? "zh-CN" : "en-US"); }
+  function toast(msg, bad) {
+    const box = $("toast");
+    box.textContent = msg;
+    box.className = "toast" + (bad ? " bad" : "");
+    box.hidden = false;
+    clearTimeout(toast.timer);
+    toast.timer = setTimeout(() => { box.hidden = true; }, 4500);
+  }
+
+  async function api(method, path, body) {
+    const opts = {method, credentials: "same-origin", headers: {}};
+    if (method !== "GET") {
+      opts.headers["Content-Type"] = "application/json";
+      opts.headers["X-CSRF-Token"] = state.csrf || "";
+      opts.body = JSON.stringify(body || {});
+    }
+    let r;
+    try { r = await fetch("api/" + path, opts); }
+    catch (e) { setLive(false); throw new Error(t("error.network")); }
+    if (r.status === 401 && path !== "keys/export") { location.reload(); throw new Error(t("error.signed_out")); }
+    let data = null;
+    try { data = await r.json(); } catch (e) { data = null; }
+    if (!r.ok) {
+      const msg = data && data.error && data.error.message ? data.error.message : t("error.http", {status: r.status});
+      const err = new Error(msg); err.status = r.status; err.retryAfter = r.headers.get("Retry-After");
+      throw err;
+    }
+    setLive(true);
+    return data;
+  }
+  function setLive(ok) {
+    const dot = $("live-dot");
+    dot.className = "live " + (ok ? "on" : "off");
+    dot.title = ok ? t("live.on") : t("live.off");
+  }
+
+  // -- service cards -----------------------------------------------------------------------------
+  function renderService() {
+    const s = state.status && state.status.service;
+    if (!s) return;
+    state.tz = s.tz;
+    $("demo-badge").hidden = !s.demo;
+    $("svc-requests").textContent = fmtNum(s.requests_today);
+    $("svc-requests-sub").textContent = t("svc.today_sub", {day: s.today, tz: s.tz});
+    $("svc-success").textContent = s.success_rate === null ? "–" : s.success_rate + "%";
+    const o = s.outcomes_today;
+    $("svc-success-sub").textContent = t("svc.outcomes", {ok: o.ok, limited: o.limited, client: o.client, error: o.error});
+    $("svc-latency").textContent = s.p50_ms === null ? "–" : fmtDur(s.p50_ms);
+    $("svc-latency-sub").textContent = s.p95_ms === null ? t("svc.no_requests_hour")
+      : t("svc.latency_sub", {p95: fmtDur(s.p95_ms), n: s.requests_last_hour});
+    $("svc-keys").textContent = s.keys.active + " / " + s.keys.total;
+    $("svc-keys-sub").textContent = t("svc.keys_sub", {disabled: s.keys.disabled, stored: s.stored_keys, models: s.models});
+    $("svc-reset").textContent = fmtDuration(s.quota_reset_in);
+    $("svc-reset-sub").textContent = t("svc.reset_sub", {at: s.quota_reset_text, tz: s.quota_reset_tz});
+    $("svc-now").textContent = fmtTime(s.now, true);
+    $("svc-now-sub").textContent = s.tz;
+    $("svc-uptime").textContent = fmtDuration(s.uptime_seconds);
+    $("svc-version").textContent = "v" + s.version + (s.in_flight ? " · " + t("svc.in_flight", {n: s.in_flight}) : "");
+  }
+  function fmtDur(ms) { return ms >= 1000 ? (ms / 1000).toFixed(ms >= 10000 ? 0 : 1) + " s" : Math.round(ms) + " ms"; }
+
+  // -- charts ------------------------------------------------------------------------------------
+  function niceMax(v) {
+    if (v <= 4) return 4;
+    const p = Math.pow(10, Math.floor(Math.log10(v)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+    return 10 * p;
+  }
+  function drawBars(box, labels, series, tickEvery, labelOf) {
+    while (box.firstChild) box.removeChild(box.firstChild);
+    const W = 640, H = 200, L = 40, R = 8, T = 10, B = 26;
+    const n = labels.length;
+    const totals = labels.map((_, i) => OUTCOMES.reduce((a, k) => a + (series[k] ? series[k][i] : 0), 0));
+    const max = niceMax(Math.max(0, ...totals));
+    const cw = (W - L - R) / n, bw = Math.max(1, cw * 0.72);
+    const y = (v) => T + (H - T - B) * (1 - v / max);
+    for (let g = 0; g <= 4; g++) {
+      const v = max * g / 4, yy = y(v);
+      box.append(svg("line", {x1: L, x2: W - R, y1: yy, y2: yy, class: "grid"}));
+      const lab = svg("text", {x: L - 6, y: yy + 4, class: "axis", "text-anchor": "end"});
+      lab.textContent = Number.isInteger(v) ? v : v.toFixed(1);
+      box.append(lab);
+    }
+    labels.forEach((label, i) => {
+      let base = 0;
+      const x = L + i * cw + (cw - bw) / 2;
+      const g = svg("g", {class: "col"});
+      const tip = svg("title", {});
+      tip.textContent = labelOf(label) + ": " + OUTCOMES.map((k) => t("outcome." + k) + " " + series[k][i]).join(", ");
+      g.append(tip);
+      g.append(svg("rect", {x: L + i * cw, y: T, width: cw, height: H - T - B, class: "hover"}));
+      for (const k of OUTCOMES) {
+        const v = series[k][i];
+        if (!v) continue;
+        g.append(svg("rect", {x, y: y(base + v), width: bw, height: Math.max(0.5, y(base) - y(base + v)), class: "bar-" + k}));
+        base += v;
+      }
+      box.append(g);
+      if (i % tickEvery === 0 || i === n - 1) {
+        const lab = svg("text", {x: L + i * cw + cw / 2, y: H - 8, class: "axis", "text-anchor": "middle"});
+        lab.textContent = labelOf(label);
+        box.append(lab);
+      }
+    });
+    box.setAttribute("aria-label", labels.length + " bars; total " + totals.reduce((a, b) => a + b, 0));
+  }
+  function renderCharts() {
+    const c = state.charts;
+    if (!c) return;
+    const start = c.minutes.start, step = c.minutes.step;
+    const mins = c.minutes.series.ok.map((_, i) => start + i * step);
+    drawBars($("chart-minutes"), mins, c.minutes.series, 10, (ts) => fmtTime(ts).slice(0, 5));
+    drawBars($("chart-days"), c.days.days, c.days.series, 5, (d) => d.slice(5));
+    const legend = $("legend");
+    legend.textContent = "";
+    for (const k of OUTCOMES) legend.append(el("span", {class: "key"}, el("i", {class: "swatch bar-" + k}), t("outcome." + k)));
+  }
+
+  // -- keys --------------------------------------------------------------------------------------
+  const STATE_ORDER = {disabled: 0, resting: 1, cooling: 2, exhausted: 3, active: 4};
+  function stateCell(k) {
+    const box = el("div", {class: "state"}, el("span", {class: "badge st-" + k.state, text: t("state." + k.state)}));
+    let detail = "";
+    if (k.state === "disabled") detail = k.why || "";
+    else if (k.state === "cooling") detail = t("state.cooling_detail", {model: k.why, until: fmtTime(k.until)});
+    else if (k.state === "exhausted") detail = t("state.exhausted_detail", {model: k.why, until: fmtTime(k.until, true)});
+    else if (k.state === "resting") detail = t("state.until", {until: fmtTime(k.until)});
+    if (detail) box.append(el("div", {class: "small muted clip", title: detail, text: detail}));
+    return box;
+  }
+  function usageCell(k) {
+    if (!k.models.length) return el("span", {class: "muted", text: t("keys.unused")});
+    const box = el("div", {class: "usage"});
+    for (const m of k.models) {
+      const pct = m.limit ? Math.min(100, 100 * m.requests / m.limit) : 0;
+      const bar = el("span", {class: "fill" + (m.state !== "active" ? " " + m.state : pct >= 90 ? " high" : "")});
+      bar.style.width = (m.limit ? pct : Math.min(100, m.requests)) + "%";
+      const title = t("keys.usage_title", {ok: m.successes, failed: m.failures}) +
+        (m.state !== "active" ? " · " + t("state." + m.state) + " " + fmtTime(m.until, m.state === "exhausted") : "");
+      box.append(el("div", {class: "model-row", title},
+        el("span", {class: "model-name", text: m.model}),
+        el("span", {class: "bar"}, bar),
+        el("span", {class: "count", text: m.requests + " / " + (m.limit || "∞")})));
+    }
+    return box;
+  }
+  function actionsCell(k) {
+    const box = el("div", {class: "actions"});
+    box.append(el("button", {type: "button", class: "small-btn", text: t("keys.test"), onclick: () => startTest([k.fp])}));
+    if (k.state === "disabled")
+      box.append(el("button", {type: "button", class: "small-btn", text: t("keys.enable"), onclick: () => keyAction(k, "enable")}));
+    box.append(el("button", {type: "button", class: "small-btn", text: t("keys.reset"), onclick: () => keyAction(k, "reset")}));
+    box.append(el("button", {type: "button", class: "small-btn danger", text: t("keys.remove"), onclick: () => keyAction(k, "remove")}));
+    return box;
+  }
+  function renderKeys() {
+    const keys = state.status ? state.status.keys.slice() : [];
+    const filter = $("key-filter").value, sort = $("key-sort").value;
+    const shown = keys.filter((k) => !filter || k.state === filter);
+    shown.sort((a, b) => {
+      if (sort === "requests") return b.requests - a.requests;
+      if (sort === "errors") return b.failures - a.failures;
+      if (sort === "key") return a.masked.localeCompare(b.masked);
+      return STATE_ORDER[a.state] - STATE_ORDER[b.state] || b.requests - a.requests;
+    });
+    const body = $("keys-body");
+    body.textContent = "";
+    for (const k of shown) {
+      const err = k.last_error ? el("div", {class: "clip error-text", title: k.last_error, text: k.last_error}) : el("span", {class: "muted", text: "–"});
+      const errBox = el("div", {}, err);
+      if (k.last_error_at) errBox.append(el("div", {class: "small muted", text: fmtTime(k.last_error_at, true)}));
+      body.append(el("tr", {"data-fp": k.fp, "data-state": k.state},
+        el("td", {"data-label": t("keys.col_key")}, el("div", {}, el("code", {text: k.masked}), " ",
+           el("span", {class: "fp", title: t("keys.fp"), text: "#" + k.fp.slice(0, 6)})),
+           el("span", {class: "badge src-" + k.source, text: t("source." + k.source)})),
+        el("td", {"data-label": t("keys.col_state")}, stateCell(k)),
+        el("td", {"data-label": t("keys.col_usage")}, usageCell(k)),
+        el("td", {"data-label": t("keys.col_tokens"), class: "num"}, fmtNum(k.tokens)),
+        el("td", {"data-label": t("keys.col_error")}, errBox),
+        el("td", {"data-label": t("keys.col_actions")}, actionsCell(k))));
+    }
+    $("keys-empty").hidden = shown.length > 0;
+  }
+  async function keyAction(k, action) {
+    try {
+      if (action === "remove") {
+        const msg = k.source === "environment" ? t("keys.confirm_remove_env", {key: k.masked}) : t("keys.confirm_remove", {key: k.masked});
+        if (!confirm(msg)) return;
+        await api("DELETE", "keys/" + k.fp);
+        toast(t("keys.removed", {key: k.masked}));
+      } else if (action === "reset") {
+        if (!confirm(t("keys.confirm_reset", {key: k.masked}))) return;
+        await api("POST", "keys/" + k.fp + "/reset");
+        toast(t("keys.reset_done", {key: k.masked}));
+      } else {
+        await api("POST", "keys/" + k.fp + "/enable");
+        toast(t("keys.enabled", {key: k.masked}));
+      }
+    } catch (e) { toast(e.message, true); }
+    refresh();
+  }
+  async function addKeys() {
+    const text = $("add-text").value;
+    if (!text.trim()) return;
+    $("add-button").disabled = true;
+    try {
+      const r = await api("POST", "keys", {keys: text});
+      $("add-text").value = "";
+      const parts = [t("keys.added", {n: r.added.length})];
+      if (r.duplicates.length) parts.push(t("keys.duplicates", {n: r.duplicates.length, list: r.duplicates.join(", ")}));
+      if (r.malformed.length) parts.push(t("keys.malformed", {n: r.malformed.length, list: r.malformed.join(", ")}));
+      $("add-result").textContent = parts.join(" · ");
+      $("add-result").className = "result" + (r.malformed.length || r.duplicates.length ? " warn" : " good");
+      if (r.added.length) startTest(r.added.map((k) => k.fp));
+    } catch (e) {
+      $("add-result").textContent = e.message;
+      $("add-result").className = "result bad";
+    } finally { $("add-button").disabled = false; }
+    refresh();
+  }
+
+  // -- key tests with progress -------------------------------------------------------------------
+  async function startTest(fps) {
+    try {
+      const job = await api("POST", "keys/test", fps ? {keys: fps} : {});
+      state.job = job.id;
+      showJob(job);
+      pollJob(job.id);
+    } catch (e) { toast(e.message, true); }
+  }
+  async function pollJob(id) {
+    while (state.job === id) {
+      await new Promise((res) => setTimeout(res, 400));
+      let job;
+      try { job = await api("GET", "jobs/" + id); } catch (e) { toast(e.message, true); return; }
+      showJob(job);
+      if (job.finished) { refresh(); return; }
+    }
+  }
+  function showJob(job) {
+    $("test-progress").hidden = false;
+    $("test-progress-text").textContent = job.finished
+      ? t("test.done", {ok: job.ok, failed: job.failed, total: job.total})
+      : t("test.running", {done: job.done, total: job.total});
+    $("test-progress-bar").style.width = (job.total ? 100 * job.done / job.total : 100) + "%";
+    const list = $("test-results");
+    list.textContent = "";
+    for (const r of job.results) {
+      const line = r.ok ? t("test.ok", {ms: r.ms}) + (r.disabled ? " · " + t("test.still_disabled") : "")
+                        : r.kind + ": " + r.message + (r.disabled ? " · " + t("test.disabled_now") : "");
+      list.append(el("li", {class: r.ok ? "good" : "bad"}, el("code", {text: r.key}), " ", line));
+    }
+  }
+
+  // -- export ------------------------------------------------------------------------------------
+  function openExport() {
+    $("export-password").value = "";
+    $("export-text").value = "";
+    $("export-text").hidden = true;
+    $("export-copy").hidden = true;
+    $("export-error").textContent = "";
+    $("export-dialog").showModal();
+    $("export-password").focus();
+  }
+  async function doExport() {
+    $("export-error").textContent = "";
+    try {
+      const r = await api("POST", "keys/export", {password: $("export-password").value});
+      $("export-password").value = "";
+      $("export-text").value = r.keys.join("\n");
+      $("export-text").hidden = false;
+      $("export-copy").hidden = false;
+    } catch (e) {
+      $("export-error").textContent = e.status === 429 ? t("login.throttled", {s: e.retryAfter || "?"})
+        : e.status === 401 ? t("login.wrong") : e.message;
+    }
+  }
+  function closeExport() { $("export-text").value = ""; $("export-dialog").close(); }
+
+  // -- requests ----------------------------------------------------------------------------------
+  function renderRequests() {
+    const rows = state.requests || [];
+    const body = $("req-body");
+    body.textContent = "";
+    for (const r of rows) {
+      const status = el("span", {class: "badge out-" + r.outcome, text: String(r.status)});
+      const statusCell = el("td", {"data-label": t("req.status")}, status, r.stream ? el("span", {class: "small muted", text: " SSE"}) : null);
+      body.append(el("tr", {class: r.error ? "failed" : ""},
+        el("td", {"data-label": t("req.time")}, fmtTime(r.ts, true)),
+        el("td", {"data-label": t("req.model")}, r.model || "–"),
+        el("td", {"data-label": t("keys.col_key")}, el("code", {text: r.key || (r.key_fp ? r.key_fp : "–")})),
+        el("td", {"data-label": t("req.attempts"), class: "num"}, String(r.attempts)),
+        statusCell,
+        el("td", {"data-label": t("req.latency"), class: "num"}, fmtDur(r.latency_ms)),
+        el("td", {"data-label": t("keys.col_tokens"), class: "num"}, fmtNum(r.prompt_tokens + r.completion_tokens))));
+      if (r.error) body.append(el("tr", {class: "error-row"}, el("td", {colspan: "7", class: "error-text", text: r.error})));
+    }
+    $("req-empty").hidden = rows.length > 0;
+  }
+
+  // -- settings ----------------------------------------------------------------------------------
+  function valueInput(s) {
+    let input;
+    if (s.type === "bool") {
+      input = el("select", {}, el("option", {value: "true", text: "true"}), el("option", {value: "false", text: "false"}));
+    } else if (s.choices) {
+      input = el("select", {}, ...s.choices.map((c) => el("option", {value: c, text: c})));
+    } else {
+      input = el("input", {type: "text", spellcheck: "false", autocomplete: "off"});
+    }
+    input.value = s.value;
+    input.className = "set-input";
+    input.setAttribute("data-name", s.name);
+    input.addEventListener("focus", () => { state.editing = true; });
+    input.addEventListener("blur", () => { state.editing = false; });
+    input.addEventListener("keydown", (ev) => { if (ev.key === "Enter") saveSetting(s.name, input.value); });
+    return input;
+  }
+  function renderSettings() {
+    const list = state.settings || [];
+    const body = $("set-body");
+    body.textContent = "";
+    for (const s of list) {
+      const help = I18N.lang === "zh" ? s.help_zh : s.help;
+      const name = el("td", {"data-label": t("set.name")}, el("code", {text: s.name}),
+        s.live ? el("span", {class: "badge live-badge", text: t("set.live")}) : null,
+        el("div", {class: "small muted", text: help}));
+      const value = el("td", {"data-label": t("set.value")});
+      const actions = el("td", {class: "set-actions"});
+      if (s.live) {
+        const input = valueInput(s);
+        value.append(input);
+        actions.append(el("button", {type: "button", class: "small-btn", text: t("set.save"), onclick: () => saveSetting(s.name, input.value)}));
+        if (s.source === "dashboard")
+          actions.append(el("button", {type: "button", class: "small-btn", text: t("set.reset"), onclick: () => resetSetting(s.name)}));
+      } else {
+        value.append(el("code", {class: "ro", text: s.value === "" ? t("set.empty") : s.value}));
+      }
+      const why = el("div", {class: "small muted"});
+      if (s.source === "dashboard") {
+        why.textContent = t("set.why_dashboard", {at: fmtTime(s.changed_at, true), env: s.environment === "" ? t("set.empty") : s.environment});
+        if (s.environment_changed_since) {
+          value.append(el("div", {class: "warn small", text: t("set.env_changed", {was: s.environment_when_changed === "" ? t("set.empty") : s.environment_when_changed, now: s.environment === "" ? t("set.empty") : s.environment})}));
+        }
+      } else if (s.source === "environment") why.textContent = t("set.why_env");
+      else if (s.source === "demo") why.textContent = t("set.why_demo");
+      else why.textContent = t("set.why_default");
+      body.append(el("tr", {"data-setting": s.name, "data-source": s.source}, name, value,
+        el("td", {"data-label": t("set.source")}, el("span", {class: "badge src-" + s.source, text: t("source." + s.source)}), why),
+        actions));
+    }
+  }
+  async function saveSetting(name, value) {
+    try {
+      const r = await api("PUT", "settings", {[name]: value});
+      state.settings = r.settings;
+      state.editing = false;
+      renderSettings();
+      toast(t("set.saved", {name}));
+    } catch (e) { toast(e.message, true); }
+  }
+  async function resetSetting(name) {
+    try {
+      const r = await api("DELETE", "settings/" + name);
+      state.settings = r.settings;
+      renderSettings();
+      toast(t("set.reset_done", {name}));
+    } catch (e) { toast(e.message, true); }
+  }
+
+  // -- audit -------------------------------------------------------------------------------------
+  function renderAudit() {
+    const body = $("audit-body");
+    body.textContent = "";
+    for (const a of state.audit || []) {
+      body.append(el("tr", {},
+        el("td", {"data-label": t("req.time")}, fmtTime(a.ts, true)),
+        el("td", {"data-label": t("audit.action")}, t("action." + a.action)),
+        el("td", {"data-label": t("audit.target"), class: "clip", title: a.target || ""}, a.target || "–"),
+        el("td", {"data-label": t("audit.detail"), class: "clip", title: a.detail || ""}, a.detail || "–"),
+        el("td", {"data-label": t("audit.who")}, (a.client_ip || "–") + " · " + a.via)));
+    }
+  }
+
+  // -- refresh loop ------------------------------------------------------------------------------
+  let busy = false, tick = 0;
+  async function refresh() {
+    if (busy) return;
+    busy = true;
+    try {
+      const filter = $("req-filter").value;
+      const wantSettings = !state.settings || (tick % 6 === 0 && !state.editing);
+      const [status, charts, reqs, audit, settings] = await Promise.all([
+        api("GET", "status"), api("GET", "charts"), api("GET", "requests" + (filter ? "?status=" + encodeURIComponent(filter) : "")),
+        api("GET", "audit"), wantSettings ? api("GET", "settings") : Promise.resolve(null)]);
+      state.status = status; state.charts = charts; state.requests = reqs.requests; state.audit = audit.audit;
+      if (settings && !state.editing) state.settings = settings.settings;
+      renderAll(!!settings);
+      tick++;
+    } catch (e) {
+      if (e.status) toast(e.message, true);
+    } finally { busy = false; }
+  }
+  function renderAll(withSettings) {
+    renderService(); renderCharts(); renderKeys(); renderRequests(); renderAudit();
+    if (withSettings) renderSettings();
+    document.body.setAttribute("data-ready", "1");
+  }
+
+  async function start() {
+    I18N.setup($("lang"), () => renderAll(true));
+    try {
+      const s = await api("GET", "session");
+      state.csrf = s.csrf;
+    } catch (e) { return; }
+    $("key-filter").addEventListener("change", renderKeys);
+    $("key-sort").addEventListener("change", renderKeys);
+    $("req-filter").addEventListener("change", refresh);
+    $("add-button").addEventListener("click", addKeys);
+    $("test-all").addEventListener("click", () => startTest(null));
+    $("export-open").addEventListener("click", openExport);
+    $("export-go").addEventListener("click", doExport);
+    $("export-password").addEventListener("keydown", (ev) => { if (ev.key === "Enter") { ev.preventDefault(); doExport(); } });
+    $("export-copy").addEventListener("click", async () => {
+      try { await navigator.clipboard.writeText($("export-text").value); toast(t("export.copied")); }
+      catch (e) { $("export-text").select(); }
+    });
+    $("export-close").addEventListener("click", closeExport);
+    $("export-dialog").addEventListener("close", () => { $("export-text").value = ""; });
+    $("logout").addEventListener("click", async () => {
+      try { await api("POST", "logout"); } catch (e) { /* signed out either way */ }
+      location.reload();
+    });
+    await refresh();
+    setInterval(() => { if (!document.hidden) refresh(); }, REFRESH_MS);
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
+  }
+  start();
+})();
