@@ -247,7 +247,7 @@ def markdown_table(lang: str = "en", specs: dict[str, SettingSpec] | None = None
         default = f"`{s.default}`" if s.default else ("（空）" if lang == "zh" else "(empty)")
         text = (s.help_zh if lang == "zh" else s.help).replace("|", "\\|")
         if s.live:
-            text += " （可在管理面板实时修改）" if lang == "zh" else " *(can be changed live on the dashboard)*"
+            text += "（实时）" if lang == "zh" else " *(live)*"
         rows.append(f"| `{s.name}` | {default} | {text} |")
     return head + "\n".join(rows) + "\n"
 

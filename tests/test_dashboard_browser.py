@@ -71,7 +71,7 @@ def sign_in(page, url: str) -> None:
 
 
 def test_dashboard_end_to_end(browser, start_keyloom, fake):
-    running = start_keyloom(ADMIN_PASSWORD=ADMIN)
+    running = start_keyloom(ADMIN_PASSWORD=ADMIN, API_KEY_DAILY_LIMIT="20")
     traffic(running, fake)
     ctx = browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US")
     page = ctx.new_page()
@@ -175,7 +175,7 @@ def test_dashboard_end_to_end(browser, start_keyloom, fake):
 
 
 def test_dashboard_at_phone_width(browser, start_keyloom, fake):
-    running = start_keyloom(ADMIN_PASSWORD=ADMIN)
+    running = start_keyloom(ADMIN_PASSWORD=ADMIN, API_KEY_DAILY_LIMIT="20")
     traffic(running, fake)
     ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
                               has_touch=True, locale="zh-CN")
