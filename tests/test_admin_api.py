@@ -381,3 +381,20 @@ def test_no_response_carries_a_full_key_except_the_export(running, admin, fake):
     for text in bodies:
         assert not full_keys_in(text, [*KEYS, make_key(20)]), text[:300]
     assert re.search(r"AIza…", "".join(bodies))
+
+
+def test_signed_in_every_route_and_method_answers_without_a_server_error(running, admin):
+    """Wrong methods, odd bodies and unknown ids get 4xx in the OpenAI error shape, never a 500."""
+    bodies = [None, b"", b"[]", b"{not json", b'{"keys": null, "password": 1, "FAKE_STREAMING": []}']
+    for pattern in PROTECTED:
+        path = concrete(pattern)
+        if path.endswith("/logout"):
+            continue  # would end the session
+        for method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
+            for body in bodies:
+                r = admin.http.request(method, path, content=body,
+                                       headers={"X-CSRF-Token": admin.csrf, "Content-Type": "application/json"})
+                assert r.status_code < 500, (method, path, body, r.status_code, r.text)
+                if r.status_code >= 400:
+                    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert admin.get("status").status_code == 200

@@ -189,12 +189,11 @@ class SettingsHandler(AdminApiHandler):
     async def put(self) -> None:
         self.write_json(await self.kl.admin.change_settings(self.actor, self.body()))
 
+
+class SettingHandler(AdminApiHandler):
     async def delete(self, name: str) -> None:
+        """Back to the environment (or default) value."""
         self.write_json(await self.kl.admin.reset_settings(self.actor, [name]))
-
-
-class SettingHandler(SettingsHandler):
-    pass
 
 
 class KeysHandler(AdminApiHandler):
