@@ -398,3 +398,10 @@ def test_signed_in_every_route_and_method_answers_without_a_server_error(running
                 if r.status_code >= 400:
                     assert set(r.json()["error"]) == {"message", "type", "param", "code"}
     assert admin.get("status").status_code == 200
+
+
+def test_a_new_admin_password_ends_every_session(running, admin):
+    assert admin.get("status").status_code == 200
+    running.kl.admin_password = "a-new-password-after-redeploy"  # what a restart with a new secret does
+    assert admin.get("status").status_code == 401
+    AdminClient(running.url, "a-new-password-after-redeploy").close()
