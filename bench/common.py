@@ -47,7 +47,10 @@ def start_keyloom(fake_port: int, data_dir: Path, keys: list[str], **env: str) -
     full = {"PATH": os.environ.get("PATH", ""), "HOME": str(data_dir), "GEMINI_API_KEYS": ",".join(keys),
             "GEMINI_BASE_URL": f"http://127.0.0.1:{fake_port}", "PASSWORD": PASSWORD, "PORT": str(port),
             "HOST": "127.0.0.1", "DATA_DIR": str(data_dir), "ACCESS_LOG": "false", "LOG_LEVEL": "WARNING",
-            "MAX_REQUESTS_PER_MINUTE": "0", "MAX_REQUESTS_PER_DAY_PER_IP": "0", "API_KEY_DAILY_LIMIT": "0"}
+            "MAX_REQUESTS_PER_MINUTE": "0", "MAX_REQUESTS_PER_DAY_PER_IP": "0", "API_KEY_DAILY_LIMIT": "0",
+            # the load sends identical bodies at once: sharing would answer most from one upstream call
+            # and measure that instead of the request path
+            "INFLIGHT_SHARING": "false"}
     full.update(env)
     p = subprocess.Popen([sys.executable, "run.py"], cwd=ROOT, env=full, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)

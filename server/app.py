@@ -36,6 +36,7 @@ from .limits import ClientLimits, proxy_hops
 from .pool.keys import KeyPool
 from .pool.quota import DailyLimits, MemoryUsage, QuotaDay
 from .redact import Redactor
+from .reuse import Reuse
 from .settings import Settings
 from .store.db import DB_FILE, Database
 from .store.flush import Flusher
@@ -135,8 +136,9 @@ class Keyloom:
         self.dispatcher = Dispatcher(self.pool, self.gemini, get_settings)
         self.catalog = ModelCatalog(self.dispatcher, get_settings, self.clock)
         self.keepalive = KeepaliveTicker(lambda: self.settings.FAKE_STREAMING_INTERVAL)
+        self.reuse = Reuse(get_settings, self.clock)
         self.chat = ChatService(self.catalog, self.dispatcher, self.http, self.client_limits, get_settings,
-                                self.clock)
+                                self.clock, self.reuse)
         self.admin = AdminService(self, settings)
         self.web = WebApp(self, routes(settings.DASHBOARD_PATH), default_handler_class=NotFoundHandler, log_function=self._log_request,
                           compress_response=False)
@@ -217,6 +219,7 @@ class Keyloom:
             t.cancel()
         self.keepalive.stop()
         await self.admin.tests.stop()
+        await self.dispatcher.close()
         try:
             await self.flusher.stop()
         except Exception:

@@ -1,14 +1,20 @@
 """The model list: read from Gemini with a pooled key (all pages), cached, refreshed in the background.
 
-Only chat-capable models (`supportedGenerationMethods` has `generateContent`) are
-listed for chat. A new Google model therefore appears within one refresh interval,
-without a restart. Until the first listing succeeds, a short built-in list keeps
-clients' model pickers usable.
+Chat-capable models (`supportedGenerationMethods` has `generateContent`) are listed
+for chat, embedding models (`embedContent`) only when asked for. A new Google model
+appears within one refresh interval, without a restart. Until the first listing
+succeeds, a short built-in list keeps clients' model pickers usable.
+
+Model ids may carry hajimi's suffixes: `-search` (Google Search grounding; listed as a
+twin of each Gemini 2.x+ model when SEARCH_MODE is on), `-nothinking` and `-max`
+(thinking off / at its maximum; accepted, not listed). `resolve` takes them apart.
+WHITELIST_MODELS, BLOCKED_MODELS and EXTRA_MODELS decide what is listed and served.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from .clock import Clock
@@ -22,6 +28,36 @@ log = logging.getLogger("keyloom.models")
 FALLBACK_MODELS = ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.0-flash")
 RETRY_FAILED_LISTING_AFTER = 30.0
 REFRESH_ON_MISS_AFTER = 60.0  # an unknown model id refreshes the list, at most this often
+SEARCH_SUFFIX = "-search"
+THINKING_SUFFIXES = {"-nothinking": "none", "-max": "max"}
+FALLBACK_EMBEDDING_MODELS = ("gemini-embedding-001", "text-embedding-004")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A requested model id taken apart: the upstream model and what the suffixes ask for."""
+
+    base: str
+    search: bool = False
+    thinking: str | None = None  # "none" or "max" from the suffix; None: as the request says
+
+
+def split_variant(mid: str) -> Variant:
+    base, search, thinking = mid, False, None
+    if base.endswith(SEARCH_SUFFIX) and len(base) > len(SEARCH_SUFFIX):
+        base, search = base[:-len(SEARCH_SUFFIX)], True
+    for suffix, mode in THINKING_SUFFIXES.items():
+        if base.endswith(suffix) and len(base) > len(suffix):
+            base, thinking = base[:-len(suffix)], mode
+            break
+    return Variant(base, search, thinking)
+
+
+def searchable(mid: str) -> bool:
+    """Gemini 2.x and later chat models take the googleSearch tool."""
+    m = mid.lower()
+    return m.startswith(("gemini-2", "gemini-3")) and not any(
+        x in m for x in ("-image", "-tts", "-live", "native-audio", "embedding"))
 
 
 def model_id(name: str) -> str:
@@ -34,6 +70,7 @@ class ModelCatalog:
         self.settings = settings
         self.clock = clock
         self._chat: dict[str, dict[str, Any]] = {}
+        self._embed: dict[str, dict[str, Any]] = {}
         self._first_seen: dict[str, int] = {}
         self._traits: dict[str, ModelTraits] = {}
         self.loaded_at: float | None = None
@@ -50,16 +87,22 @@ class ModelCatalog:
         ok = False
         try:
             models = await self.dispatcher.list_models()
-            chat = {}
+            chat, embed = {}, {}
             now = int(self.clock.time())
             for m in models:
                 name = m.get("name")
                 methods = m.get("supportedGenerationMethods") or ()
-                if isinstance(name, str) and "generateContent" in methods:
-                    mid = model_id(name)
+                if not isinstance(name, str):
+                    continue
+                mid = model_id(name)
+                if "generateContent" in methods:
                     chat[mid] = m
-                    self._first_seen.setdefault(mid, now)
-            self._chat = chat
+                elif "embedContent" in methods or "batchEmbedContents" in methods:
+                    embed[mid] = m
+                else:
+                    continue
+                self._first_seen.setdefault(mid, now)
+            self._chat, self._embed = chat, embed
             self._traits.clear()
             self.loaded_at = self.clock.time()
             self.last_error = None
@@ -85,34 +128,62 @@ class ModelCatalog:
             return
         await self.refresh()
 
+    def allowed(self, mid: str) -> bool:
+        """WHITELIST_MODELS (when set) and BLOCKED_MODELS, applied to the id and to its base model."""
+        s = self.settings()
+        base = split_variant(mid).base
+        if mid in s.BLOCKED_MODELS or base in s.BLOCKED_MODELS:
+            return False
+        return not s.WHITELIST_MODELS or mid in s.WHITELIST_MODELS or base in s.WHITELIST_MODELS
+
     def chat_models(self) -> list[str]:
         s = self.settings()
-        blocked = set(s.BLOCKED_MODELS)
         if self.loaded_at is None:
             ids = list(FALLBACK_MODELS) if self.dispatcher.pool.keys else []
         else:
             ids = sorted(self._chat)
         ids += [m for m in s.EXTRA_MODELS if m not in ids]
-        return [m for m in ids if m not in blocked]
+        if s.SEARCH_MODE:
+            ids += [m + SEARCH_SUFFIX for m in ids if searchable(m)]
+        return [m for m in ids if self.allowed(m)]
+
+    def embedding_models(self) -> list[str]:
+        if self.loaded_at is None:
+            ids = list(FALLBACK_EMBEDDING_MODELS) if self.dispatcher.pool.keys else []
+        else:
+            ids = sorted(self._embed)
+        return [m for m in ids if self.allowed(m)]
 
     def created(self, mid: str) -> int:
-        return self._first_seen.get(mid) or int(self.clock.time())
+        return self._first_seen.get(split_variant(mid).base) or int(self.clock.time())
 
-    def is_blocked(self, mid: str) -> bool:
-        return mid in self.settings().BLOCKED_MODELS
+    def listed(self, mid: str) -> bool:
+        return mid in self.chat_models() or mid in self.embedding_models()
 
-    async def knows(self, mid: str) -> bool:
-        """May a request for `mid` go upstream? Listed models and EXTRA_MODELS do. An unknown id is refused
-        here rather than spending a key on Google's 404 (and costing state per key); a new Google model is
-        caught by refreshing the list on a miss, at most once a minute. Before any listing succeeded there
-        is nothing to judge by, so everything goes."""
-        if mid in self._chat or mid in self.settings().EXTRA_MODELS or self.loaded_at is None:
+    def _table(self, kind: str) -> dict[str, dict[str, Any]]:
+        return self._chat if kind == "chat" else self._embed
+
+    async def _known(self, base: str, kind: str) -> bool:
+        if base in self._table(kind) or base in self.settings().EXTRA_MODELS or self.loaded_at is None:
             return True
         now = self.clock.monotonic()
         if self._miss_refresh is None or now - self._miss_refresh >= REFRESH_ON_MISS_AFTER:
             self._miss_refresh = now
             await self.refresh()
-        return mid in self._chat
+        return base in self._table(kind)
+
+    async def knows(self, mid: str) -> bool:
+        """May a chat request for `mid` go upstream? Listed models and EXTRA_MODELS do (with their suffixes;
+        -search only with SEARCH_MODE). An unknown id is refused here rather than spending a key on Google's
+        404; a new Google model is caught by refreshing the list on a miss, at most once a minute. Before any
+        listing succeeded there is nothing to judge by, so everything goes."""
+        v = split_variant(mid)
+        if not self.allowed(mid) or (v.search and not (self.settings().SEARCH_MODE and searchable(v.base))):
+            return False
+        return await self._known(v.base, "chat")
+
+    async def knows_embedding(self, mid: str) -> bool:
+        return self.allowed(mid) and await self._known(mid, "embed")
 
     def traits(self, mid: str) -> ModelTraits:
         t = self._traits.get(mid)

@@ -6,13 +6,16 @@ events come from; the chunking and framing are the same.
 """
 from __future__ import annotations
 
+import asyncio
 import re
+import secrets
+import string
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
 import ujson
 
-from .catalog import ModelCatalog, model_id
+from .catalog import ModelCatalog, model_id, split_variant
 from .clock import Clock
 from .dispatch import Dispatcher, Trace
 from .errors import ApiError, bad_request, model_not_found
@@ -21,11 +24,17 @@ from .limits import ClientLimits
 from .pool.policy import DispatchError, client_error
 from .settings import Settings
 from .translate import gemini_to_openai as g2o
-from .translate.openai_to_gemini import TranslationError, build_request, remote_image_urls
+from .reuse import Reuse, request_key
+from .translate.openai_to_gemini import Extras, TranslationError, build_request, remote_image_urls
 from .translate.sse import DONE, frames
 from .upstream.http import HttpClient
 
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def random_string(length: int) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
 
 @dataclass
@@ -36,11 +45,20 @@ class ChatPlan:
     body: bytes          # the encoded Gemini request, sent as-is on every attempt
     trace: Trace         # what happened, for the request log
     fake_stream: bool    # a stream answered from a non-streaming upstream call (FAKE_STREAMING)
+    upstream: str = ""   # the Gemini model (the id without -search / -nothinking / -max)
+    reuse_key: str = ""  # identical requests share this (in-flight sharing, the cache)
+    marker: str | None = None  # the random string added upstream, removed from what the client gets
+    how: str = "upstream"      # where the answer comes from: upstream, shared or cache
+    cached: dict[str, Any] | None = None  # taken from the cache for this request
+
+    def __post_init__(self) -> None:
+        self.upstream = self.upstream or self.model
 
 
 class ChatService:
     def __init__(self, catalog: ModelCatalog, dispatcher: Dispatcher, http: HttpClient, limits: ClientLimits,
-                 settings: Callable[[], Settings], clock: Clock):
+                 settings: Callable[[], Settings], clock: Clock, reuse: Reuse | None = None):
+        self.reuse = reuse or Reuse(settings, clock)
         self.catalog = catalog
         self.dispatcher = dispatcher
         self.http = http
@@ -48,7 +66,7 @@ class ChatService:
         self.settings = settings
         self.clock = clock
 
-    async def prepare(self, req: Any, client_ip: str, trace: Trace) -> ChatPlan:
+    async def prepare(self, req: Any, client_ip: str, trace: Trace, raw: bytes = b"") -> ChatPlan:
         """Validate and translate; count the request against the client's limits (refusing it when over)."""
         if not isinstance(req, dict):
             raise bad_request("the request body must be a JSON object")
@@ -58,7 +76,7 @@ class ChatService:
         model = model_id(model.strip())
         if not MODEL_ID.match(model):
             raise bad_request("model is not a valid model id", "model")
-        if self.catalog.is_blocked(model) or not await self.catalog.knows(model):
+        if not await self.catalog.knows(model):
             raise model_not_found(model)
         stream = req.get("stream", False)
         if stream is None:
@@ -72,12 +90,17 @@ class ChatService:
         if isinstance(messages, list) and len(messages) > limit:
             raise bad_request(f"messages holds {len(messages)} messages; at most {limit} are accepted "
                               "(MAX_MESSAGES)", "messages")
-        trace.model = model
-        traits = self.catalog.traits(model)
+        variant = split_variant(model)
+        s = self.settings()
+        trace.model = variant.base
+        traits = self.catalog.traits(variant.base)
+        marker = random_string(s.RANDOM_STRING_LENGTH) if s.RANDOM_STRING else None
+        extras = Extras(search_prompt=s.SEARCH_PROMPT if variant.search else None, thinking=variant.thinking,
+                        show_thinking=s.SHOW_THINKING, random_string=marker)
         urls = remote_image_urls(req)
         # Translate (and so validate) before the request counts against the client's limits; remote
         # images are fetched only after that, then translated for real.
-        encoded = self._encode(self._translate(req, traits, {u: ("image/png", "") for u in urls}))
+        encoded = self._encode(self._translate(req, traits, {u: ("image/png", "") for u in urls}, extras))
         refused = self.limits.admit(client_ip)
         if refused is not None:
             raise refused
@@ -85,8 +108,17 @@ class ChatService:
             s = self.settings()
             images = await fetch_images(self.http, urls, max_bytes=int(s.IMAGE_FETCH_MAX_MB * 1024 * 1024),
                                         timeout=s.IMAGE_FETCH_TIMEOUT, allow_private=s.IMAGE_FETCH_ALLOW_PRIVATE)
-            encoded = self._encode(self._translate(req, traits, images))
-        return ChatPlan(model, stream, include_usage, encoded, trace, stream and self.settings().FAKE_STREAMING)
+            encoded = self._encode(self._translate(req, traits, images, extras))
+        plan = ChatPlan(model, stream, include_usage, encoded, trace, stream and s.FAKE_STREAMING,
+                        upstream=variant.base, reuse_key=request_key(model, raw) if raw else "", marker=marker)
+        if plan.fake_stream:
+            trace.started = asyncio.get_running_loop().create_future()
+        if plan.reuse_key and (not stream or plan.fake_stream):
+            plan.cached = self.reuse.take(plan.reuse_key)
+            plan.how = "cache" if plan.cached is not None else self.reuse.how(plan.reuse_key)
+        else:
+            plan.reuse_key = ""  # a real stream is neither shared nor cached
+        return plan
 
     @staticmethod
     def _encode(body: dict[str, Any]) -> bytes:
@@ -97,17 +129,34 @@ class ChatService:
                               "\\ud800).") from None
 
     @staticmethod
-    def _translate(req: dict[str, Any], traits: Any, images: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    def _translate(req: dict[str, Any], traits: Any, images: dict[str, tuple[str, str]],
+                   extras: Extras) -> dict[str, Any]:
         try:
-            return build_request(req, traits, images)
+            return build_request(req, traits, images, extras)
         except TranslationError as e:
             raise bad_request(e.message, e.param) from None
 
-    async def _generate(self, plan: ChatPlan) -> dict[str, Any]:
+    async def _dispatch(self, plan: ChatPlan) -> dict[str, Any]:
+        """An answer from upstream, without this request's random string (so it can be shared or cached)."""
+        spare = None
+        if plan.reuse_key and self.reuse.caching():
+            keep = self.reuse.spare(plan.reuse_key)
+            spare = lambda reply: keep(_unmarked(reply, plan.marker))  # noqa: E731
         try:
-            return await self.dispatcher.generate(plan.model, plan.body, plan.trace)
+            return _unmarked(await self.dispatcher.generate(plan.upstream, plan.body, plan.trace, spare), plan.marker)
         except DispatchError as e:
             raise client_error(e) from None
+
+    async def _generate(self, plan: ChatPlan) -> dict[str, Any]:
+        if plan.cached is not None:
+            plan.trace.start()
+            return plan.cached
+        if not plan.reuse_key or not (self.reuse.sharing() or self.reuse.caching()):
+            return await self._dispatch(plan)
+        if self.reuse.how(plan.reuse_key) == "shared":
+            plan.trace.start()  # no call of its own: the answer is on its way
+        reply, plan.how = await self.reuse.answer(plan.reuse_key, lambda: self._dispatch(plan))
+        return reply
 
     async def complete(self, plan: ChatPlan) -> dict[str, Any]:
         reply = await self._generate(plan)
@@ -122,13 +171,25 @@ class ChatService:
             yield frames(chunks.feed(reply) + chunks.finish()) + DONE
             return
         try:
-            async for event in self.dispatcher.stream(plan.model, plan.body, plan.trace):
-                out = chunks.feed(event)
+            async for event in self.dispatcher.stream(plan.upstream, plan.body, plan.trace):
+                out = chunks.feed(_unmarked(event, plan.marker))
                 if out:
                     yield frames(out)
         except DispatchError as e:
             raise client_error(e) from None
         yield frames(chunks.finish()) + DONE
+
+
+def _unmarked(reply: dict[str, Any], marker: str | None) -> dict[str, Any]:
+    """The reply without the random string, should the model have echoed it (checked cheaply first)."""
+    if not marker:
+        return reply
+    for cand in reply.get("candidates") or ():
+        parts = (cand.get("content") or {}).get("parts") if isinstance(cand, dict) else None
+        for p in parts or ():
+            if isinstance(p, dict) and isinstance(p.get("text"), str) and marker in p["text"]:
+                p["text"] = p["text"].replace(marker, "")
+    return reply
 
 
 def stream_error_frame(err: ApiError) -> bytes:

@@ -42,6 +42,11 @@ class Trace:
     attempts: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    started: asyncio.Future[None] | None = None  # set when the first upstream call goes out
+
+    def start(self) -> None:
+        if self.started is not None and not self.started.done():
+            self.started.set_result(None)
 
 
 def tokens(reply: dict[str, Any] | None) -> tuple[int, int]:
@@ -76,6 +81,7 @@ class Attempts:
         self.trace.attempts = self.count
         if keys:
             self.trace.key_fp = keys[0].fp
+            self.trace.start()
         return keys
 
     def succeeded(self, key: Key, reply: dict[str, Any] | None) -> None:
@@ -145,6 +151,7 @@ class Dispatcher:
         self.gemini = gemini
         self.settings = settings
         self._list_offset = 0
+        self._spares: set[asyncio.Future[Any]] = set()
 
     def _attempts(self, model: str, trace: Trace | None) -> Attempts:
         s = self.settings()
@@ -164,9 +171,10 @@ class Dispatcher:
                     continue
             raise attempts.exhausted()
 
-    async def _round(self, attempts: Attempts, keys: list[Key],
-                     call: Callable[[Key], Awaitable[T]]) -> tuple[Key, T] | None:
-        """Call with every key at once; the first success wins and the rest are cancelled.
+    async def _round(self, attempts: Attempts, keys: list[Key], call: Callable[[Key], Awaitable[T]],
+                     spare: Callable[[T], None] | None = None) -> tuple[Key, T] | None:
+        """Call with every key at once; the first success wins. The others are cancelled, or, with `spare`,
+        left to finish in the background and their answers handed to `spare` (they are paid for anyway).
         None when all failed (and may be retried)."""
         if len(keys) == 1:
             key = keys[0]
@@ -177,30 +185,63 @@ class Dispatcher:
                 return None
         tasks = {asyncio.ensure_future(call(k)): k for k in keys}
         pending = set(tasks)
+        won = None
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     exc = task.exception()
                     if exc is None:
-                        return tasks[task], task.result()
+                        won = tasks[task], task.result()
+                        return won
                     if not isinstance(exc, UpstreamFailure):
                         raise exc
                     attempts.failed(tasks[task], exc)
             return None
         finally:
             losers = [t for t in tasks if not t.done()]
-            for t in losers:
-                t.cancel()  # closes its upstream connection; the request still counts against its key
-            if losers:
-                await asyncio.gather(*losers, return_exceptions=True)
+            if won is not None and spare is not None:
+                for t in losers:
+                    self._spares.add(t)
+                    t.add_done_callback(lambda t, key=tasks[t]: self._settle_spare(t, key, attempts, spare))
+            else:
+                for t in losers:
+                    t.cancel()  # closes its upstream connection; the request still counts against its key
+                if losers:
+                    await asyncio.gather(*losers, return_exceptions=True)
+
+    def _settle_spare(self, task: asyncio.Future[Any], key: Key, attempts: Attempts,
+                      spare: Callable[[Any], None]) -> None:
+        """A losing call of a round finished after the request was answered: book it like any attempt."""
+        self._spares.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            reply = task.result()
+            prompt, completion = tokens(reply)
+            self.pool.success(key, attempts.model, prompt, completion)
+            spare(reply)
+        elif isinstance(exc, UpstreamFailure):
+            try:
+                attempts.failed(key, exc)
+            except DispatchError:
+                pass
+
+    async def close(self) -> None:
+        for t in list(self._spares):
+            t.cancel()
+        if self._spares:
+            await asyncio.gather(*self._spares, return_exceptions=True)
 
     def _widths(self) -> tuple[int, int, int]:
         s = self.settings()
         return s.CONCURRENT_REQUESTS, s.INCREASE_CONCURRENT_ON_FAILURE, max(s.MAX_CONCURRENT_REQUESTS,
                                                                            s.CONCURRENT_REQUESTS)
 
-    async def generate(self, model: str, body: bytes, trace: Trace | None = None) -> dict[str, Any]:
+    async def generate(self, model: str, body: bytes, trace: Trace | None = None,
+                       spare: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """One answer from generateContent; with `spare`, concurrent rounds' other answers go there."""
         async def once(key: Key) -> dict[str, Any]:
             reply = await self.gemini.generate(key.secret, model, body)
             failure = classify_reply(reply)
@@ -208,14 +249,19 @@ class Dispatcher:
                 raise failure
             return reply
 
+        return await self.call(model, once, trace, spare)
+
+    async def call(self, model: str, once: Callable[[Key], Awaitable[T]], trace: Trace | None = None,
+                   spare: Callable[[T], None] | None = None, succeeded: Callable[[T], Any] = lambda r: r) -> T:
+        """Rounds of `once(key)` until one succeeds; raises DispatchError when none is left."""
         attempts = self._attempts(model, trace)
         width, grow, most = self._widths()
         while True:
-            won = await self._round(attempts, await self._keys(attempts, width), once)
+            won = await self._round(attempts, await self._keys(attempts, width), once, spare)
             if won is not None:
-                key, reply = won
-                attempts.succeeded(key, reply)
-                return reply
+                key, result = won
+                attempts.succeeded(key, succeeded(result))
+                return result
             width = min(width + grow, most)
 
     async def _open_stream(self, key: Key, model: str, body: bytes

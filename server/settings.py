@@ -128,6 +128,14 @@ def parse_value(spec: SettingSpec, raw: str) -> Any:
             if mapping[name] < 0:
                 raise ValueError(f"{name} must not be negative")
         return mapping
+    if t == "strmap":
+        pairs: dict[str, str] = {}
+        for item in split_list(text):
+            name, sep, target = item.partition("=")
+            if not sep or not name or not target:
+                raise ValueError(f"expected name=model pairs, got {item!r}")
+            pairs[name] = target
+        return pairs
     if t == "hops":
         word = text.lower()
         if word in ("auto", ""):
@@ -165,7 +173,7 @@ def format_value(spec: SettingSpec, value: Any) -> str:
         return "true" if value else "false"
     if spec.type == "list":
         return ", ".join(value)
-    if spec.type == "intmap":
+    if spec.type in ("intmap", "strmap"):
         return ", ".join(f"{k}={v}" for k, v in value.items())
     if spec.type == "float":
         return f"{value:g}" if float(value) == float(f"{value:g}") else repr(value)

@@ -100,6 +100,11 @@ def keyloom_env(fake: FakeGemini, data_dir: Path, **overrides: Any) -> dict[str,
         "MAX_REQUESTS_PER_DAY_PER_IP": "0",
         "API_KEY_DAILY_LIMIT": "0",
         "FLUSH_INTERVAL": "0.2",
+        # Tests of other things look at exact upstream bodies, count upstream calls for identical requests
+        # and expect a hang-up to cancel the upstream call: the tests of these features turn them on.
+        "RANDOM_STRING": "false",
+        "INFLIGHT_SHARING": "false",
+        "CACHE_EXPIRY_TIME": "0",
     }
     env.update({k: str(v) for k, v in overrides.items()})
     return env

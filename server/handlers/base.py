@@ -188,6 +188,8 @@ class JsonBodyHandler(ApiHandler):
     see a connection reset instead of the answer.
     """
 
+    raw_body = b""
+
     def prepare(self) -> None:
         BaseHandler.prepare(self)
         self._chunks: list[bytes] = []
@@ -218,7 +220,7 @@ class JsonBodyHandler(ApiHandler):
     def json_body(self) -> Any:
         if self._deferred is not None:
             raise self._deferred
-        raw = b"".join(self._chunks)
+        raw = self.raw_body = b"".join(self._chunks)
         self._chunks = []
         if not raw.strip():
             raise ApiError(400, "The request body is empty; send a JSON object.")

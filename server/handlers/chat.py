@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from ..chat import stream_error_frame
 from ..dispatch import Trace
@@ -12,7 +12,7 @@ from ..errors import ApiError
 from ..keepalive import retrieve
 from ..limits import client_ip
 from ..store.requestlog import RequestRow
-from ..translate.sse import KEEPALIVE
+from ..translate.sse import KEEPALIVE, json_bytes
 from .base import ClientGone, JsonBodyHandler, safe_flush
 
 log = logging.getLogger("keyloom.chat")
@@ -35,14 +35,56 @@ class ChatCompletionsHandler(JsonBodyHandler):
 
     async def _serve(self, req: object) -> None:
         assert self.trace is not None
-        plan = await self.kl.chat.prepare(req, self.client_ip, self.trace)
+        plan = await self.kl.chat.prepare(req, self.client_ip, self.trace, self.raw_body)
+        if plan.how != "upstream":
+            self.set_header("X-Keyloom-Answer", plan.how)  # cache: a paid answer nobody had received
         if not plan.stream:
-            self.write_json(await self.kl.chat.complete(plan))
+            if self.kl.settings.NONSTREAM_KEEPALIVE:
+                await self.write_with_keepalive(self.kl.chat.complete(plan))
+            else:
+                self.write_json(await self.kl.chat.complete(plan))
         else:
             # Fake streaming answers at once; real streaming waits up to one interval for Gemini's
             # first event, so that a quick upstream error still gets its own status.
-            hold_back = 0.0 if plan.fake_stream else self.kl.settings.FAKE_STREAMING_INTERVAL
-            await self.write_event_stream(self.kl.chat.events(plan), hold_back)
+            # With fake streaming the wait ends as soon as the first upstream call goes out.
+            hold_back = self.kl.settings.FAKE_STREAMING_INTERVAL
+            await self.write_event_stream(self.kl.chat.events(plan), hold_back, plan.trace.started)
+
+    async def write_with_keepalive(self, answer: Any) -> None:
+        """NONSTREAM_KEEPALIVE: while the answer is pending, a space every interval before the JSON body
+        (JSON allows leading whitespace), so idle-cutting proxies keep the connection. The status is
+        committed as 200 with the first space; an error after that travels in the body."""
+        task = asyncio.ensure_future(answer)
+        self._task = task
+        interval = self.kl.settings.NONSTREAM_KEEPALIVE_INTERVAL
+        committed = False
+        try:
+            while True:
+                done, _ = await asyncio.wait((task,), timeout=interval)
+                if done:
+                    break
+                if not committed:
+                    committed = True
+                    self.kl.reuse.stats.keepalive_bodies += 1
+                    self.set_header("Content-Type", "application/json")
+                    self.set_header("X-Accel-Buffering", "no")
+                self.write(b" ")
+                await safe_flush(self)
+            try:
+                body = task.result()
+            except asyncio.CancelledError:
+                raise ClientGone() from None
+        except ApiError as e:
+            if not committed:
+                raise
+            self.note_error(e)
+            self.finish(json_bytes(e.body()))
+            return
+        finally:
+            self._task = None
+            if not task.done():
+                task.cancel()
+        self.write_json(body)
 
     last_write = 0.0  # when this stream last wrote anything (the keep-alive ticker reads it)
 
@@ -62,20 +104,23 @@ class ChatCompletionsHandler(JsonBodyHandler):
         self.last_write = time.monotonic()
         self.flush().add_done_callback(retrieve)
 
-    async def write_event_stream(self, events: AsyncIterator[bytes], hold_back: float) -> None:
+    async def write_event_stream(self, events: AsyncIterator[bytes], hold_back: float,
+                                 started: "asyncio.Future[None] | None" = None) -> None:
         """Write events as they come; the keep-alive ticker fills any silence longer than the interval.
 
         For `hold_back` seconds nothing is committed, so an error that comes that fast is still
-        answered with its own HTTP status (with 0: only what is decided without an upstream call,
-        such as no usable key). Then the SSE headers and a first keep-alive go out, the status is
-        200, and a failure travels as one `data: {"error": …}` event that ends the stream.
+        answered with its own HTTP status; `started` (fake streaming) ends the wait as soon as the
+        first upstream call goes out, so only what is decided without one (such as no usable key)
+        keeps its status. Then the SSE headers and a first keep-alive go out, the status is 200,
+        and a failure travels as one `data: {"error": …}` event that ends the stream.
         """
         it = events.__aiter__()
         committed = False
         pending: asyncio.Future[bytes] = asyncio.ensure_future(it.__anext__())
         self._task = pending
         try:
-            await asyncio.wait((pending,), timeout=hold_back)
+            await asyncio.wait((pending,) if started is None else (pending, started), timeout=hold_back,
+                               return_when=asyncio.FIRST_COMPLETED)
             while True:
                 if not committed and not pending.done():
                     self._commit(keepalive=True)

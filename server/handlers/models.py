@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..catalog import model_id
-from ..errors import model_not_found
+from ..errors import bad_request, model_not_found
 from .base import ApiHandler
 
 
@@ -11,15 +11,23 @@ def _model(handler: ApiHandler, mid: str) -> dict:
 
 
 class ModelsHandler(ApiHandler):
+    """Chat models; `?type=embedding` for embedding models, `?type=all` for both (chat pickers stay clean)."""
+
     async def get(self) -> None:
-        await self.kl.catalog.ensure_loaded()
-        self.write_json({"object": "list", "data": [_model(self, m) for m in self.kl.catalog.chat_models()]})
+        catalog = self.kl.catalog
+        await catalog.ensure_loaded()
+        kind = self.get_query_argument("type", "chat")
+        if kind not in ("chat", "embedding", "all"):
+            raise bad_request("type must be chat, embedding or all", "type")
+        ids = (catalog.chat_models() if kind != "embedding" else []) + \
+              (catalog.embedding_models() if kind != "chat" else [])
+        self.write_json({"object": "list", "data": [_model(self, m) for m in ids]})
 
 
 class ModelHandler(ApiHandler):
     async def get(self, name: str) -> None:
         await self.kl.catalog.ensure_loaded()
         mid = model_id(name)
-        if mid not in self.kl.catalog.chat_models():
+        if not self.kl.catalog.listed(mid):
             raise model_not_found(mid)
         self.write_json(_model(self, mid))

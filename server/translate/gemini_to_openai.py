@@ -92,10 +92,40 @@ def _split_parts(parts: Any, new_id: Callable[[], str]) -> tuple[list[str], list
     return texts, thoughts, calls
 
 
+def grounding_sources(cand: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(title, uri) of each web source Google Search grounding used, in order, without repeats."""
+    meta = cand.get("groundingMetadata")
+    out: list[tuple[str, str]] = []
+    if not isinstance(meta, dict):
+        return out
+    for chunk in meta.get("groundingChunks") or ():
+        web = chunk.get("web") if isinstance(chunk, dict) else None
+        if isinstance(web, dict) and isinstance(web.get("uri"), str) and web["uri"]:
+            item = (str(web.get("title") or web["uri"]), web["uri"])
+            if item not in out:
+                out.append(item)
+    return out
+
+
+def sources_text(sources: list[tuple[str, str]], offset: int) -> tuple[str, list[dict[str, Any]]]:
+    """The source list appended to a grounded answer, and its OpenAI `url_citation` annotations
+    (character offsets into the whole content, which starts `offset` characters before the list)."""
+    text = "\n\nSources:"
+    notes = []
+    for n, (title, uri) in enumerate(sources, 1):
+        line = f"\n{n}. [{title}]({uri})"
+        start = offset + len(text) + len(f"\n{n}. ")
+        notes.append({"type": "url_citation", "url_citation": {"url": uri, "title": title, "start_index": start,
+                                                              "end_index": offset + len(text) + len(line)}})
+        text += line
+    return text, notes
+
+
 def completion(reply: Mapping[str, Any], *, model: str, created: int,
                new_id: Callable[[], str] = random_id) -> dict[str, Any]:
     """A whole Gemini reply → `chat.completion`."""
     choices = []
+    citations: list[str] = []
     for pos, cand in enumerate(reply.get("candidates") or ()):
         if not isinstance(cand, dict):
             continue
@@ -108,6 +138,13 @@ def completion(reply: Mapping[str, Any], *, model: str, created: int,
             message["reasoning_content"] = "".join(thoughts)
         if calls:
             message["tool_calls"] = calls
+        found = grounding_sources(cand)
+        if found:
+            text = message["content"] or ""
+            extra, notes = sources_text(found, len(text))
+            message["content"] = text + extra
+            message["annotations"] = notes
+            citations.extend(uri for _, uri in found if uri not in citations)
         choices.append({
             "index": int(cand.get("index", pos) or 0),
             "message": message,
@@ -124,6 +161,8 @@ def completion(reply: Mapping[str, Any], *, model: str, created: int,
     u = usage(reply.get("usageMetadata"))
     if u is not None:
         out["usage"] = u
+    if citations:
+        out["citations"] = citations  # the field Perplexity-style clients read
     return out
 
 
@@ -145,6 +184,8 @@ class ChunkStream:
         self._finished: set[int] = set()
         self._tool_index: dict[int, int] = {}
         self._usage: dict[str, Any] | None = None
+        self._sources: dict[int, list[tuple[str, str]]] = {}
+        self._chars: dict[int, int] = {}
 
     def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         if self.id is None:
@@ -186,10 +227,27 @@ class ChunkStream:
                 delta["tool_calls"] = calls
             if delta:
                 out.append(self._chunk([{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}]))
+            if texts:
+                self._chars[index] = self._chars.get(index, 0) + len(delta.get("content", ""))
+            found = grounding_sources(cand)
+            if found:
+                self._sources[index] = found
             if cand.get("finishReason"):
-                self._finished.add(index)
-                reason = finish_reason(cand["finishReason"], index in self._tool_index)
-                out.append(self._chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}]))
+                out.extend(self._close(index, finish_reason(cand["finishReason"], index in self._tool_index)))
+        return out
+
+    def _close(self, index: int, reason: str) -> list[dict[str, Any]]:
+        """The source list of a grounded answer (as a last content delta), then the finish chunk."""
+        self._finished.add(index)
+        out = []
+        found = self._sources.pop(index, None)
+        if found:
+            text, _ = sources_text(found, self._chars.get(index, 0))
+            chunk = self._chunk([{"index": index, "delta": {"content": text}, "logprobs": None,
+                                  "finish_reason": None}])
+            chunk["citations"] = [uri for _, uri in found]
+            out.append(chunk)
+        out.append(self._chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}]))
         return out
 
     @property
@@ -200,9 +258,7 @@ class ChunkStream:
         """Closing chunks: a finish for any choice Gemini left open, then the usage chunk if asked for."""
         out = []
         for index in sorted(self._started - self._finished):
-            self._finished.add(index)
-            reason = "tool_calls" if index in self._tool_index else "stop"
-            out.append(self._chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}]))
+            out.extend(self._close(index, "tool_calls" if index in self._tool_index else "stop"))
         if self.include_usage:
             chunk = self._chunk([])
             chunk["usage"] = self._usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}

@@ -14,6 +14,7 @@ Unknown fields (and `logit_bias: {}`) are ignored, never rejected.
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import unquote_to_bytes
 
@@ -503,8 +504,54 @@ def tools_and_config(req: Mapping[str, Any]) -> tuple[list[dict[str, Any]] | Non
 
 # -- the whole request -------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Extras:
+    """What Keyloom adds to a request beyond the client's own fields (model suffixes and settings)."""
+
+    search_prompt: str | None = None  # a -search model: add the googleSearch tool and this text
+    thinking: str | None = None       # -nothinking / -max: "none" / "max", in place of reasoning_effort
+    show_thinking: bool = True        # SHOW_THINKING: ask for thought summaries
+    random_string: str | None = None  # RANDOM_STRING: a part of its own, outside the meaningful text
+
+
+def _add_random_part(body: dict[str, Any], contents: list[dict[str, Any]], text: str,
+                     traits: ModelTraits) -> None:
+    """A random part where it changes no meaning: its own part in the system instruction, else its own part
+    at the start of the first turn when that turn is not the last user turn, else a system instruction of
+    its own (models without system instructions then go without)."""
+    if "systemInstruction" in body:
+        body["systemInstruction"]["parts"].append({"text": text})
+    elif len(contents) > 1:
+        contents[0]["parts"].insert(0, {"text": text})
+    elif traits.system_instruction:
+        body["systemInstruction"] = {"parts": [{"text": text}]}
+
+
+def _add_search(body: dict[str, Any], contents: list[dict[str, Any]], prompt: str) -> None:
+    tools = body.setdefault("tools", [])
+    if not any("googleSearch" in t for t in tools):
+        tools.append({"googleSearch": {}})
+    if prompt:
+        for c in reversed(contents):
+            if c.get("role") == "user":
+                c["parts"].append({"text": prompt})
+                break
+
+
+def _thinking_shown(config: dict[str, Any], show: bool) -> None:
+    thinking = config.get("thinkingConfig")
+    if show or not isinstance(thinking, dict):
+        return
+    thinking.pop("includeThoughts", None)
+    if not thinking:
+        del config["thinkingConfig"]
+
+
 def build_request(req: Mapping[str, Any], traits: ModelTraits,
-                  images: Mapping[str, tuple[str, str]] | None = None) -> dict[str, Any]:
+                  images: Mapping[str, tuple[str, str]] | None = None,
+                  extras: Extras = Extras()) -> dict[str, Any]:
+    if extras.thinking is not None:
+        req = {**req, "reasoning_effort": extras.thinking}
     system, contents = convert_messages(req.get("messages"), traits, images)
     body: dict[str, Any] = {"contents": contents}
     if system:
@@ -516,6 +563,11 @@ def build_request(req: Mapping[str, Any], traits: ModelTraits,
         body["toolConfig"] = tool_config
     body["safetySettings"] = [{"category": c, "threshold": traits.safety_threshold} for c in SAFETY_CATEGORIES]
     config = generation_config(req, traits)
+    _thinking_shown(config, extras.show_thinking)
     if config:
         body["generationConfig"] = config
+    if extras.search_prompt is not None:
+        _add_search(body, contents, extras.search_prompt)
+    if extras.random_string:
+        _add_random_part(body, contents, extras.random_string, traits)
     return body
