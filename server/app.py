@@ -25,9 +25,11 @@ from .catalog import ModelCatalog
 from .chat import ChatService
 from .clock import Clock, SystemClock
 from .dispatch import Dispatcher
+from .embeddings import EmbeddingService
 from .handlers.admin import STATIC, admin_routes
 from .handlers.base import NotFoundHandler
 from .handlers.chat import ChatCompletionsHandler
+from .handlers.embeddings import EmbeddingsHandler
 from .handlers.health import HealthHandler
 from .handlers.models import ModelHandler, ModelsHandler
 from .handlers.pages import IndexHandler, OpenApiHandler
@@ -87,6 +89,7 @@ class LimitedHTTPServer(HTTPServer):
 
 API_ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     (r"/(?:v1/)?chat/completions/?", ChatCompletionsHandler),
+    (r"/(?:v1/)?embeddings/?", EmbeddingsHandler),
     (r"/(?:v1/)?models/?", ModelsHandler),
     (r"/(?:v1/)?models/(.+?)/?", ModelHandler),
     (r"/health/?", HealthHandler),
@@ -139,6 +142,7 @@ class Keyloom:
         self.reuse = Reuse(get_settings, self.clock)
         self.chat = ChatService(self.catalog, self.dispatcher, self.http, self.client_limits, get_settings,
                                 self.clock, self.reuse)
+        self.embeddings = EmbeddingService(self.catalog, self.dispatcher, self.client_limits, get_settings)
         self.admin = AdminService(self, settings)
         self.web = WebApp(self, routes(settings.DASHBOARD_PATH), default_handler_class=NotFoundHandler, log_function=self._log_request,
                           compress_response=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -213,6 +214,7 @@ class Recorded:
     action: str | None
     body: Any
     time: float
+    raw: bytes = b""
 
 
 def last_user_text(body: dict[str, Any]) -> str:
@@ -339,7 +341,7 @@ class _Base(tornado.web.RequestHandler):
                 body = self.request.body
         rec = Recorded(self.request.method, self.request.path,
                        {k: v[-1].decode() for k, v in self.request.query_arguments.items()},
-                       key, model, action, body, time.time())
+                       key, model, action, body, time.time(), self.request.body)
         if self.fake.record:
             self.fake.requests.append(rec)
         return rec
@@ -393,13 +395,65 @@ class ModelsHandler(_Base):
         self.send_json(200, out)
 
 
+def fake_vector(text: str, dims: int) -> list[float]:
+    """A deterministic embedding of `text` (tests can recompute it)."""
+    out: list[float] = []
+    i = 0
+    while len(out) < dims:
+        digest = hashlib.sha256(f"{text}|{i}".encode()).digest()
+        out.extend(round((b - 128) / 128, 4) for b in digest)
+        i += 1
+    return out[:dims]
+
+
+EMBED_DIMS = 8
+
+
 class GenerateHandler(_Base):
+    def embed(self, model: str, action: str, body: Any) -> None:
+        if f"models/{model}" not in {m["name"] for m in self.fake.models}:
+            self.send_json(404, not_found_body(model))
+            return
+        items = [body] if action == "embedContent" else (body or {}).get("requests")
+        if not isinstance(items, list) or not items:
+            self.send_json(400, bad_request_body("* BatchEmbedContentsRequest.requests: requests is empty"))
+            return
+        if len(items) > 100:
+            self.send_json(400, bad_request_body(
+                "* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch"))
+            return
+        vectors = []
+        for item in items:
+            if action == "batchEmbedContents" and item.get("model") != f"models/{model}":
+                self.send_json(400, bad_request_body("* BatchEmbedContentsRequest.requests[0].model: "
+                                                     "model must match the batch model"))
+                return
+            parts = ((item.get("content") or {}).get("parts") or [{}])
+            text = "".join(p.get("text", "") for p in parts)
+            vectors.append({"values": fake_vector(text, int(item.get("outputDimensionality") or EMBED_DIMS))})
+        self.send_json(200, {"embedding": vectors[0]} if action == "embedContent" else {"embeddings": vectors})
+
     async def post(self, model: str, action: str) -> None:
         rec = self.record(model, action)
-        if action not in ("generateContent", "streamGenerateContent"):
+        if action not in ("generateContent", "streamGenerateContent", "countTokens", "embedContent",
+                          "batchEmbedContents"):
             self.send_json(404, error_body(404, "NOT_FOUND", f"unknown method {action}"))
             return
         if self.refuse(rec.key, model, self.behaviour(rec.key, model)):
+            return
+        if action in ("embedContent", "batchEmbedContents"):
+            if self.fake.script and self.fake.script[0].status != 200:  # scripted failures apply here too
+                reply = self.fake.script.popleft()
+                self.send_json(reply.status, reply.body if reply.body is not None else internal_body())
+                return
+            self.embed(model, action, rec.body)
+            return
+        if action == "countTokens":
+            body = rec.body if isinstance(rec.body, dict) else {}
+            contents = body.get("contents") or (body.get("generateContentRequest") or {}).get("contents") or []
+            words = sum(len(str(p.get("text", "")).split()) for c in contents for p in c.get("parts", []))
+            self.send_json(200, {"totalTokens": words, "promptTokensDetails": [{"modality": "TEXT",
+                                                                                "tokenCount": words}]})
             return
         bench = bench_params(model)
         if bench is None and f"models/{model}" not in {m["name"] for m in self.fake.models}:

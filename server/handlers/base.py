@@ -13,7 +13,10 @@ from tornado import httputil
 from tornado.iostream import StreamClosedError
 
 from ..auth import authorized
+from ..dispatch import Trace
 from ..errors import ApiError, unauthorized
+from ..limits import client_ip
+from ..store.requestlog import RequestRow
 from ..translate.sse import json_bytes
 
 if TYPE_CHECKING:
@@ -235,6 +238,32 @@ class JsonBodyHandler(ApiHandler):
             if "recursion" in detail.lower() or "depth" in detail.lower():
                 detail = "it is nested too deeply"
             raise ApiError(400, f"The request body is not valid JSON: {detail}") from None
+
+
+class LoggedHandler(JsonBodyHandler):
+    """A client request that gets a row in the request log (chat, embeddings, the native API)."""
+
+    trace: Trace | None = None
+    client_ip = ""
+    stream_requested = False
+
+    def begin(self, stream: bool = False) -> Trace:
+        self.trace = Trace()
+        self.client_ip = client_ip(self.request, self.kl.proxy_hops)
+        self.stream_requested = stream
+        return self.trace
+
+    def on_finish(self) -> None:
+        super().on_finish()
+        trace = self.trace
+        if trace is None:
+            return  # refused before it was parsed (auth, size): nothing worth a row
+        r = self.request
+        self.kl.request_log.add(RequestRow(
+            ts=self.kl.clock.time() - r.request_time(), model=trace.model or None, key_fp=trace.key_fp,
+            attempts=trace.attempts, status=self.logical_status(), latency_ms=1000.0 * r.request_time(),
+            prompt_tokens=trace.prompt_tokens, completion_tokens=trace.completion_tokens, client_ip=self.client_ip,
+            stream=self.stream_requested, error=self.error_message))
 
 
 class NotFoundHandler(BaseHandler):

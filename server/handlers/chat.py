@@ -7,27 +7,18 @@ import time
 from typing import Any, AsyncIterator
 
 from ..chat import stream_error_frame
-from ..dispatch import Trace
 from ..errors import ApiError
 from ..keepalive import retrieve
-from ..limits import client_ip
-from ..store.requestlog import RequestRow
 from ..translate.sse import KEEPALIVE, json_bytes
-from .base import ClientGone, JsonBodyHandler, safe_flush
+from .base import ClientGone, LoggedHandler, safe_flush
 
 log = logging.getLogger("keyloom.chat")
 
 
-class ChatCompletionsHandler(JsonBodyHandler):
-    trace: Trace | None = None
-    client_ip = ""
-    stream_requested = False
-
+class ChatCompletionsHandler(LoggedHandler):
     async def post(self) -> None:
         req = self.json_body()
-        self.trace = Trace()
-        self.client_ip = client_ip(self.request, self.kl.proxy_hops)
-        self.stream_requested = isinstance(req, dict) and req.get("stream") is True
+        self.begin(isinstance(req, dict) and req.get("stream") is True)
         try:
             await self.cancellable(self._serve(req))  # hanging up cancels it all
         except ClientGone:
@@ -165,15 +156,3 @@ class ChatCompletionsHandler(JsonBodyHandler):
             except BaseException:
                 pass
             await it.aclose()
-
-    def on_finish(self) -> None:
-        super().on_finish()
-        trace = self.trace
-        if trace is None:
-            return  # refused before it was parsed (auth, size): nothing worth a row
-        r = self.request
-        self.kl.request_log.add(RequestRow(
-            ts=self.kl.clock.time() - r.request_time(), model=trace.model or None, key_fp=trace.key_fp, attempts=trace.attempts,
-            status=self.logical_status(), latency_ms=1000.0 * r.request_time(), prompt_tokens=trace.prompt_tokens,
-            completion_tokens=trace.completion_tokens, client_ip=self.client_ip,
-            stream=self.stream_requested, error=self.error_message))

@@ -90,8 +90,13 @@ class GeminiClient:
         await self._models_page(key, "?pageSize=1")
 
     async def generate(self, key: str, model: str, body: bytes) -> dict[str, Any]:
+        return await self.post(key, model, "generateContent", body)
+
+    async def post(self, key: str, model: str, method: str, body: bytes) -> dict[str, Any]:
+        """POST models/{model}:{method} (generateContent, countTokens, embedContent, batchEmbedContents)
+        → the JSON reply, or the typed failure."""
         try:
-            resp = await self.http.request("POST", self.origin, self._path(model, "generateContent"),
+            resp = await self.http.request("POST", self.origin, self._path(model, method),
                                            headers=self._headers(key), body=body, timeout=self.timeout,
                                            limit=MAX_REPLY_BYTES)
         except HttpError as e:
