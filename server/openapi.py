@@ -106,6 +106,34 @@ CHAT_COMPLETION = {
     },
 }
 
+EMBEDDING_REQUEST = {
+    "type": "object",
+    "required": ["model", "input"],
+    "properties": {
+        "model": {"type": "string"},
+        "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        "dimensions": {"type": "integer", "minimum": 1},
+        "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+        "user": {"type": "string"},
+    },
+}
+
+EMBEDDING_RESPONSE = {
+    "type": "object",
+    "required": ["object", "data", "model", "usage"],
+    "properties": {
+        "object": {"type": "string", "const": "list"},
+        "model": {"type": "string"},
+        "data": {"type": "array", "items": {
+            "type": "object", "required": ["object", "index", "embedding"],
+            "properties": {"object": {"type": "string", "const": "embedding"}, "index": {"type": "integer"},
+                           "embedding": {"oneOf": [{"type": "array", "items": {"type": "number"}},
+                                                   {"type": "string"}]}}}},
+        "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"],
+                  "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}},
+    },
+}
+
 MODEL = {
     "type": "object",
     "required": ["id", "object", "created", "owned_by"],
@@ -134,13 +162,23 @@ def document() -> dict[str, Any]:
                                                                                  "ChatCompletion"}},
                                         "text/event-stream": {"schema": {"type": "string"}}}},
                     **_errors(400, 401, 404, 413, 429, 502, 503, 504)}}},
+            "/v1/embeddings": {"post": {
+                "operationId": "createEmbedding",
+                "summary": "Embeddings of one text or a list of texts (Gemini embedding models)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/EmbeddingRequest"}}}},
+                "responses": {"200": {"description": "The vectors, in input order", "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/EmbeddingResponse"}}}},
+                    **_errors(400, 401, 404, 413, 429, 502, 503, 504)}}},
             "/v1/models": {"get": {
-                "operationId": "listModels", "summary": "The chat models",
+                "operationId": "listModels", "summary": "The chat models (type=embedding: embedding models; all: both)",
+                "parameters": [{"name": "type", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": ["chat", "embedding", "all"]}}],
                 "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
                     "type": "object", "required": ["object", "data"],
                     "properties": {"object": {"type": "string", "const": "list"},
                                    "data": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}}}}}}},
-                    **_errors(401)}}},
+                    **_errors(400, 401)}}},
             "/v1/models/{model}": {"get": {
                 "operationId": "retrieveModel",
                 "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
@@ -165,6 +203,8 @@ def document() -> dict[str, Any]:
                 "ChatRequest": CHAT_REQUEST,
                 "ChatCompletion": CHAT_COMPLETION,
                 "Model": MODEL,
+                "EmbeddingRequest": EMBEDDING_REQUEST,
+                "EmbeddingResponse": EMBEDDING_RESPONSE,
                 "ErrorResponse": {"type": "object", "required": ["error"], "properties": {"error": {
                     "type": "object", "required": ["message", "type", "param", "code"],
                     "properties": {"message": {"type": "string"}, "type": {"type": "string"},
