@@ -26,10 +26,12 @@ from .chat import ChatService
 from .clock import Clock, SystemClock
 from .dispatch import Dispatcher
 from .embeddings import EmbeddingService
+from .native import NativeService
 from .handlers.admin import STATIC, admin_routes
 from .handlers.base import NotFoundHandler
 from .handlers.chat import ChatCompletionsHandler
 from .handlers.embeddings import EmbeddingsHandler
+from .handlers.native import NativeCallHandler, NativeModelsHandler
 from .handlers.health import HealthHandler
 from .handlers.models import ModelHandler, ModelsHandler
 from .handlers.pages import IndexHandler, OpenApiHandler
@@ -88,6 +90,9 @@ class LimitedHTTPServer(HTTPServer):
 
 
 API_ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
+    (r"/(?:gemini/)?v1(?:beta)?/models/([^/:]+):([A-Za-z]+)", NativeCallHandler),
+    (r"/(?:gemini/)?v1beta/models/?()", NativeModelsHandler),
+    (r"/(?:gemini/)?v1beta/models/([^/:]+)", NativeModelsHandler),
     (r"/(?:v1/)?chat/completions/?", ChatCompletionsHandler),
     (r"/(?:v1/)?embeddings/?", EmbeddingsHandler),
     (r"/(?:v1/)?models/?", ModelsHandler),
@@ -142,6 +147,7 @@ class Keyloom:
         self.reuse = Reuse(get_settings, self.clock)
         self.chat = ChatService(self.catalog, self.dispatcher, self.http, self.client_limits, get_settings,
                                 self.clock, self.reuse)
+        self.native = NativeService(self.catalog, self.dispatcher, self.client_limits, get_settings)
         self.embeddings = EmbeddingService(self.catalog, self.dispatcher, self.client_limits, get_settings)
         self.admin = AdminService(self, settings)
         self.web = WebApp(self, routes(settings.DASHBOARD_PATH), default_handler_class=NotFoundHandler, log_function=self._log_request,

@@ -185,6 +185,10 @@ class ModelCatalog:
     async def knows_embedding(self, mid: str) -> bool:
         return self.allowed(mid) and await self._known(mid, "embed")
 
+    def entry(self, mid: str) -> dict[str, Any] | None:
+        """The model's ListModels entry as Google gave it (None for fallback and EXTRA_MODELS ids)."""
+        return self._chat.get(mid) or self._embed.get(mid)
+
     def traits(self, mid: str) -> ModelTraits:
         t = self._traits.get(mid)
         if t is None:

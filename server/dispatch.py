@@ -317,6 +317,11 @@ class Dispatcher:
 
     async def list_models(self) -> list[dict[str, Any]]:
         """Listing costs no quota: it is not counted, and it tries a few usable keys in turn."""
+        return await self.free_call(lambda key: self.gemini.list_models(key.secret), "models")
+
+    async def free_call(self, call: Callable[[Key], Awaitable[T]], what: str) -> T:
+        """A call that costs no generation quota (model list, countTokens): not counted against a key's
+        daily limit; a few usable keys are tried in turn, and a key Google rejects is taken out."""
         keys = [k for k in self.pool.keys if k.usable]
         failures: list[UpstreamFailure] = []
         start = self._list_offset
@@ -324,7 +329,7 @@ class Dispatcher:
         for i in range(min(len(keys), 5)):
             key = keys[(start + i) % len(keys)]
             try:
-                return await self.gemini.list_models(key.secret)
+                return await call(key)
             except UpstreamFailure as f:
                 failures.append(f)
                 v = verdict(f)
@@ -333,4 +338,4 @@ class Dispatcher:
                     self.pool.disable(key, f"{f.kind}: {f.message}")
                 if not v.retry:
                     break
-        raise DispatchError(failures, unavailable=None if failures else self.pool.unavailable("models"))
+        raise DispatchError(failures, unavailable=None if failures else self.pool.unavailable(what))

@@ -4,18 +4,28 @@ from __future__ import annotations
 from ..catalog import model_id
 from ..errors import bad_request, model_not_found
 from .base import ApiHandler
+from .native import GeminiErrors, NativeModelsHandler, wants_gemini
 
 
 def _model(handler: ApiHandler, mid: str) -> dict:
     return {"id": mid, "object": "model", "created": handler.kl.catalog.created(mid), "owned_by": "google"}
 
 
-class ModelsHandler(ApiHandler):
+class _Shared(GeminiErrors, ApiHandler):
+    """/v1/models serves OpenAI clients and, told apart by their headers, Gemini clients."""
+
+    def gemini_errors(self) -> bool:
+        return wants_gemini(self)
+
+
+class ModelsHandler(_Shared):
     """Chat models; `?type=embedding` for embedding models, `?type=all` for both (chat pickers stay clean)."""
 
     async def get(self) -> None:
         catalog = self.kl.catalog
         await catalog.ensure_loaded()
+        if wants_gemini(self):
+            return NativeModelsHandler.write_models(self, None)  # type: ignore[arg-type]
         kind = self.get_query_argument("type", "chat")
         if kind not in ("chat", "embedding", "all"):
             raise bad_request("type must be chat, embedding or all", "type")
@@ -24,9 +34,11 @@ class ModelsHandler(ApiHandler):
         self.write_json({"object": "list", "data": [_model(self, m) for m in ids]})
 
 
-class ModelHandler(ApiHandler):
+class ModelHandler(_Shared):
     async def get(self, name: str) -> None:
         await self.kl.catalog.ensure_loaded()
+        if wants_gemini(self):
+            return NativeModelsHandler.write_models(self, model_id(name))  # type: ignore[arg-type]
         mid = model_id(name)
         if not self.kl.catalog.listed(mid):
             raise model_not_found(mid)
