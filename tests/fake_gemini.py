@@ -177,6 +177,8 @@ def stream_events(reply: dict[str, Any], pieces: int = 3) -> list[dict[str, Any]
         last = i == len(deltas) - 1
         if last:
             c["finishReason"] = cand.get("finishReason", "STOP")
+            if "groundingMetadata" in cand:  # Gemini sends the grounding with the final event
+                c["groundingMetadata"] = cand["groundingMetadata"]
         u = dict(usage)
         u["candidatesTokenCount"] = total_out if last else max(1, total_out * (i + 1) // len(deltas))
         events.append({"candidates": [c], "usageMetadata": u, "modelVersion": reply.get("modelVersion"),

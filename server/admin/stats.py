@@ -63,6 +63,7 @@ class Stats:
             "requests_last_hour": hour_n, "p50_ms": _round(p50), "p95_ms": _round(p95),
             "in_flight": max(0, kl.in_flight - 1), "keys": kl.pool.counts(), "models": len(kl.catalog.chat_models()),
             "stored_keys": sum(1 for k in kl.pool.keys if k.source == "dashboard"),
+            "reuse": {**kl.reuse.stats.view(), "cached_now": len(kl.reuse)},
         }
 
     def keys(self) -> list[dict[str, Any]]:

@@ -98,6 +98,10 @@
     $("svc-reset-sub").textContent = t("svc.reset_sub", {at: s.quota_reset_text, tz: s.quota_reset_tz});
     $("svc-now").textContent = fmtTime(s.now, true);
     $("svc-now-sub").textContent = s.tz;
+    const r = s.reuse;
+    $("svc-reuse").textContent = fmtNum(r.shared + r.cache_hits);
+    $("svc-reuse-sub").textContent = t("svc.reuse_sub", {shared: r.shared, hits: r.cache_hits, kept: r.cached_now,
+      spares: r.cached_spares, left: r.cached_unreceived, ka: r.keepalive_bodies});
     $("svc-uptime").textContent = fmtDuration(s.uptime_seconds);
     $("svc-version").textContent = "v" + s.version + (s.in_flight ? " · " + t("svc.in_flight", {n: s.in_flight}) : "");
   }
