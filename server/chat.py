@@ -58,7 +58,7 @@ class ChatPlan:
 class ChatService:
     def __init__(self, catalog: ModelCatalog, dispatcher: Dispatcher, http: HttpClient, limits: ClientLimits,
                  settings: Callable[[], Settings], clock: Clock, reuse: Reuse | None = None):
-        self.reuse = reuse or Reuse(settings, clock)
+        self.reuse = reuse if reuse is not None else Reuse(settings, clock)
         self.catalog = catalog
         self.dispatcher = dispatcher
         self.http = http
