@@ -8,6 +8,7 @@ the whole request path. One of its keys is always over quota, to show rotation.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 import tornado.web
@@ -124,11 +125,35 @@ class _Generate(_DemoHandler):
         self.finish()
 
 
+def _vector(text: str, dims: int) -> list[float]:
+    """A stable pseudo-embedding: the same text always gives the same vector (demo only)."""
+    seed = hashlib.sha256(text.encode("utf-8")).digest()
+    return [round((seed[i % 32] - 128) / 128 * (1 - i / (2 * dims)), 5) for i in range(dims)]
+
+
+class _Other(_DemoHandler):
+    """embedContent, batchEmbedContents and countTokens."""
+
+    def post(self, model: str, method: str) -> None:
+        if not self.check_key():
+            return
+        body = ujson.loads(self.request.body or b"{}")
+        self.set_header("Content-Type", "application/json")
+        if method == "countTokens":
+            self.finish(ujson.dumps({"totalTokens": max(1, len(ujson.dumps(body.get("contents") or [])) // 4)}))
+            return
+        items = body.get("requests") if method == "batchEmbedContents" else [body]
+        out = [{"values": _vector("".join(p.get("text", "") for p in (r.get("content") or {}).get("parts", [])),
+                                  int(r.get("outputDimensionality") or 768))} for r in items or []]
+        self.finish(ujson.dumps({"embeddings": out} if method == "batchEmbedContents" else {"embedding": out[0]}))
+
+
 async def start_demo_upstream() -> tuple[str, HTTPServer]:
     """Start the simulated Gemini API on a free loopback port; returns its base URL."""
     app = tornado.web.Application(log_function=lambda handler: None, handlers=[
         (r"/v1beta/models", _Models),
         (r"/v1beta/models/([^/:]+):(generateContent|streamGenerateContent)", _Generate),
+        (r"/v1beta/models/([^/:]+):(embedContent|batchEmbedContents|countTokens)", _Other),
     ])
     server = HTTPServer(app)
     sockets = bind_sockets(0, "127.0.0.1")

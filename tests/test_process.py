@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+import httpx
 import openai
 import pytest
 
@@ -29,6 +30,12 @@ def test_demo_answers_offline_with_no_key(tmp_path):
         text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
             model="gemini-2.0-flash", messages=[{"role": "user", "content": "stream it"}], stream=True) if c.choices)
         assert "stream it" in text
+        vectors = client.embeddings.create(model="gemini-embedding-001", input=["a", "b"])
+        assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 768
+        native = httpx.post(p.url + "/v1beta/models/gemini-2.5-flash:generateContent",
+                            headers={"x-goog-api-key": p.password()}, timeout=20,
+                            json={"contents": [{"role": "user", "parts": [{"text": "native demo"}]}]})
+        assert native.status_code == 200 and "native demo" in native.text
     finally:
         assert p.stop() == 0
     out = p.output()
