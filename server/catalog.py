@@ -128,10 +128,10 @@ class ModelCatalog:
             return
         await self.refresh()
 
-    def allowed(self, mid: str) -> bool:
+    def allowed(self, mid: str, base: str | None = None) -> bool:
         """WHITELIST_MODELS (when set) and BLOCKED_MODELS, applied to the id and to its base model."""
         s = self.settings()
-        base = split_variant(mid).base
+        base = split_variant(mid).base if base is None else base
         if mid in s.BLOCKED_MODELS or base in s.BLOCKED_MODELS:
             return False
         return not s.WHITELIST_MODELS or mid in s.WHITELIST_MODELS or base in s.WHITELIST_MODELS
@@ -172,13 +172,13 @@ class ModelCatalog:
             await self.refresh()
         return base in self._table(kind)
 
-    async def knows(self, mid: str) -> bool:
+    async def knows(self, mid: str, variant: Variant | None = None) -> bool:
         """May a chat request for `mid` go upstream? Listed models and EXTRA_MODELS do (with their suffixes;
         -search only with SEARCH_MODE). An unknown id is refused here rather than spending a key on Google's
         404; a new Google model is caught by refreshing the list on a miss, at most once a minute. Before any
         listing succeeded there is nothing to judge by, so everything goes."""
-        v = split_variant(mid)
-        if not self.allowed(mid) or (v.search and not (self.settings().SEARCH_MODE and searchable(v.base))):
+        v = split_variant(mid) if variant is None else variant
+        if not self.allowed(mid, v.base) or (v.search and not (self.settings().SEARCH_MODE and searchable(v.base))):
             return False
         return await self._known(v.base, "chat")
 

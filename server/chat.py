@@ -7,9 +7,8 @@ events come from; the chunking and framing are the same.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
-import secrets
-import string
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
@@ -30,11 +29,20 @@ from .translate.sse import DONE, frames
 from .upstream.http import HttpClient
 
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
-_ALPHABET = string.ascii_letters + string.digits
+
+
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def random_string(length: int) -> str:
-    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    """A disguise, not a secret: letters and digits from the fast generator's bits (secrets.choice per
+    character costs ten times as much on the request path)."""
+    n = random.getrandbits(6 * length)
+    out = []
+    for _ in range(length):
+        n, r = divmod(n, 62)
+        out.append(_ALPHABET[r])
+    return "".join(out)
 
 
 @dataclass
@@ -50,6 +58,7 @@ class ChatPlan:
     marker: str | None = None  # the random string added upstream, removed from what the client gets
     how: str = "upstream"      # where the answer comes from: upstream, shared or cache
     cached: dict[str, Any] | None = None  # taken from the cache for this request
+    client_gone: Callable[[], bool] = lambda: False  # set by the handler
 
     def __post_init__(self) -> None:
         self.upstream = self.upstream or self.model
@@ -76,7 +85,8 @@ class ChatService:
         model = model_id(model.strip())
         if not MODEL_ID.match(model):
             raise bad_request("model is not a valid model id", "model")
-        if not await self.catalog.knows(model):
+        variant = split_variant(model)
+        if not await self.catalog.knows(model, variant):
             raise model_not_found(model)
         stream = req.get("stream", False)
         if stream is None:
@@ -90,7 +100,6 @@ class ChatService:
         if isinstance(messages, list) and len(messages) > limit:
             raise bad_request(f"messages holds {len(messages)} messages; at most {limit} are accepted "
                               "(MAX_MESSAGES)", "messages")
-        variant = split_variant(model)
         s = self.settings()
         trace.model = variant.base
         traits = self.catalog.traits(variant.base)
@@ -113,11 +122,11 @@ class ChatService:
                         upstream=variant.base, reuse_key=request_key(model, raw) if raw else "", marker=marker)
         if plan.fake_stream:
             trace.started = asyncio.get_running_loop().create_future()
-        if plan.reuse_key and (not stream or plan.fake_stream):
+        if plan.reuse_key and (not stream or plan.fake_stream) and (s.INFLIGHT_SHARING or self.reuse.caching()):
             plan.cached = self.reuse.take(plan.reuse_key)
             plan.how = "cache" if plan.cached is not None else self.reuse.how(plan.reuse_key)
         else:
-            plan.reuse_key = ""  # a real stream is neither shared nor cached
+            plan.reuse_key = ""  # a real stream is neither shared nor cached; nor anything with both off
         return plan
 
     @staticmethod
@@ -151,11 +160,11 @@ class ChatService:
         if plan.cached is not None:
             plan.trace.start()
             return plan.cached
-        if not plan.reuse_key or not (self.reuse.sharing() or self.reuse.caching()):
+        if not plan.reuse_key:
             return await self._dispatch(plan)
-        if self.reuse.how(plan.reuse_key) == "shared":
+        if plan.how == "shared":
             plan.trace.start()  # no call of its own: the answer is on its way
-        reply, plan.how = await self.reuse.answer(plan.reuse_key, lambda: self._dispatch(plan))
+        reply, plan.how = await self.reuse.answer(plan.reuse_key, lambda: self._dispatch(plan), plan.client_gone)
         return reply
 
     async def complete(self, plan: ChatPlan) -> dict[str, Any]:

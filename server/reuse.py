@@ -8,9 +8,10 @@
   (a client's retry, or the next "swipe"). An answer a client did receive is never cached: a swipe
   must not show the same text again.
 
-While the cache is on, a hung-up client does not cancel its upstream call: Google counts the
-request anyway, so the answer is worth keeping. With the cache off (0), hanging up cancels the
-call as before, unless another identical request is waiting for it.
+While the cache is on, a hung-up client does not cancel its upstream call (the handler simply
+goes on without a client): Google counts the request anyway, so the answer is worth keeping.
+With the cache off (0), hanging up cancels the call as before, unless another identical request
+is waiting for it.
 
 Requests are "identical" when their body bytes are (a BLAKE2 hash: cheap even for long chats).
 Only answers from non-streaming upstream calls (non-streaming requests and fake streaming) are
@@ -38,9 +39,8 @@ def request_key(model: str, raw: bytes) -> str:
 
 @dataclass
 class Flight:
-    task: asyncio.Future[Reply]
+    future: asyncio.Future[Reply]
     waiters: int = 0
-    delivered: bool = False
 
 
 @dataclass
@@ -127,42 +127,53 @@ class Reuse:
 
     def how(self, key: str) -> str:
         """Where an answer for this request would come from now: shared (one is on its way) or upstream."""
-        return "shared" if self.settings().INFLIGHT_SHARING and key in self._flights else "upstream"
+        return "shared" if key in self._flights and self.sharing() else "upstream"
 
-    async def answer(self, key: str, produce: Callable[[], Awaitable[Reply]]) -> tuple[Reply, str]:
-        """The answer for this request → (reply, how: "upstream" or "shared"). The caller has looked in the
-        cache already (`take`)."""
-        sharing = self.settings().INFLIGHT_SHARING
-        flight = self._flights.get(key) if sharing else None
-        how = "shared"
-        if flight is None:
-            how = "upstream"
-            flight = Flight(asyncio.ensure_future(produce()))
-            if sharing:
-                self._flights[key] = flight
-            flight.task.add_done_callback(lambda t: self._landed(key, flight))
-        else:
+    def keeps(self, key: str) -> bool:
+        """Should this request's upstream call go on when its client hangs up? When the answer would be kept
+        (the cache is on) or someone else waits for it."""
+        flight = self._flights.get(key)
+        return self.caching() or (flight is not None and flight.waiters > 0)
+
+    async def answer(self, key: str, produce: Callable[[], Awaitable[Reply]],
+                     gone: Callable[[], bool]) -> tuple[Reply, str]:
+        """The answer for this request → (reply, "upstream" or "shared"). The caller has looked in the cache
+        already (`take`). The first of identical requests calls `produce` in its own task (no task of its
+        own is started: that costs every request); later ones wait for its result. `gone` says whether the
+        caller's client has left, in which case the answer is cached for the next identical request."""
+        flight = self._flights.get(key)
+        if flight is not None and self.sharing():
             self.stats.shared += 1
-        flight.waiters += 1
+            flight.waiters += 1
+            try:
+                return await asyncio.shield(flight.future), "shared"
+            except asyncio.CancelledError:
+                if not flight.future.cancelled():
+                    raise  # our own client left
+                # the first request was cancelled before it had an answer: ask for one ourselves
+            finally:
+                flight.waiters -= 1
+        mine = None
+        if self.sharing():
+            mine = self._flights[key] = Flight(asyncio.get_running_loop().create_future())
         try:
-            reply = await asyncio.shield(flight.task)
-        except asyncio.CancelledError:
-            flight.waiters -= 1
-            if flight.waiters == 0 and not flight.task.done() and not self.caching():
-                flight.task.cancel()  # nobody wants it and nobody would keep it
+            reply = await produce()
+        except BaseException as e:
+            if mine is not None:
+                if isinstance(e, asyncio.CancelledError):
+                    mine.future.cancel()
+                else:
+                    mine.future.set_exception(e)
+                    mine.future.exception()  # seen: waiters (if any) raise it themselves
             raise
-        flight.waiters -= 1
-        flight.delivered = True
-        return reply, how
-
-    def _landed(self, key: str, flight: Flight) -> None:
-        if self._flights.get(key) is flight:
-            del self._flights[key]
-        if flight.task.cancelled() or flight.task.exception() is not None:
-            return
-        if not flight.delivered and flight.waiters == 0:
-            # every client left before the answer came: keep it for the next identical request
-            self.put(key, flight.task.result(), spare=False)
+        finally:
+            if mine is not None and self._flights.get(key) is mine:
+                del self._flights[key]
+        if mine is not None:
+            mine.future.set_result(reply)
+        if gone() and (mine is None or mine.waiters == 0):
+            self.put(key, reply, spare=False)  # nobody received it: keep it for the next identical request
+        return reply, "upstream"
 
     def spare(self, key: str) -> Callable[[Reply], None]:
         return lambda reply: self.put(key, reply, spare=True)

@@ -133,9 +133,13 @@ class BaseHandler(tornado.web.RequestHandler):
 
     # -- client disconnects --------------------------------------------------------------------
 
+    def keep_running(self) -> bool:
+        """Whether the work goes on when the client hangs up (its result is kept for someone else)."""
+        return False
+
     def on_connection_close(self) -> None:
         self._client_gone = True
-        if self._task is not None and not self._task.done():
+        if self._task is not None and not self._task.done() and not self.keep_running():
             self._task.cancel()
 
     async def cancellable(self, aw: Awaitable[T]) -> T:

@@ -16,6 +16,14 @@ log = logging.getLogger("keyloom.chat")
 
 
 class ChatCompletionsHandler(LoggedHandler):
+    plan: Any = None
+
+    def keep_running(self) -> bool:
+        """A non-streaming (or fake-streaming) answer whose client left is still wanted when the cache
+        keeps it or another identical request waits for it: then hanging up does not cancel the call."""
+        plan = self.plan
+        return plan is not None and bool(plan.reuse_key) and self.kl.reuse.keeps(plan.reuse_key)
+
     async def post(self) -> None:
         req = self.json_body()
         self.begin(isinstance(req, dict) and req.get("stream") is True)
@@ -26,7 +34,8 @@ class ChatCompletionsHandler(LoggedHandler):
 
     async def _serve(self, req: object) -> None:
         assert self.trace is not None
-        plan = await self.kl.chat.prepare(req, self.client_ip, self.trace, self.raw_body)
+        plan = self.plan = await self.kl.chat.prepare(req, self.client_ip, self.trace, self.raw_body)
+        plan.client_gone = lambda: self._client_gone
         if plan.how != "upstream":
             self.set_header("X-Keyloom-Answer", plan.how)  # cache: a paid answer nobody had received
         if not plan.stream:
