@@ -90,13 +90,14 @@ class LimitedHTTPServer(HTTPServer):
 
 
 API_ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
-    (r"/(?:gemini/)?v1(?:beta)?/models/([^/:]+):([A-Za-z]+)", NativeCallHandler),
-    (r"/(?:gemini/)?v1beta/models/?()", NativeModelsHandler),
-    (r"/(?:gemini/)?v1beta/models/([^/:]+)", NativeModelsHandler),
+    # Tornado tries these in order: the busiest first, each route costs every later request a regex.
     (r"/(?:v1/)?chat/completions/?", ChatCompletionsHandler),
     (r"/(?:v1/)?embeddings/?", EmbeddingsHandler),
+    (r"/(?:gemini/)?v1(?:beta)?/models/([^/:]+):([A-Za-z]+)", NativeCallHandler),  # before /v1/models/{id}
     (r"/(?:v1/)?models/?", ModelsHandler),
     (r"/(?:v1/)?models/(.+?)/?", ModelHandler),
+    (r"/(?:gemini/)?v1beta/models/?()", NativeModelsHandler),
+    (r"/(?:gemini/)?v1beta/models/([^/:]+)", NativeModelsHandler),
     (r"/health/?", HealthHandler),
     (r"/openapi\.json", OpenApiHandler),
 ]
