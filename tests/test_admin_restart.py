@@ -169,7 +169,17 @@ def test_no_full_key_in_responses_pages_logs_or_the_database(fake, tmp_path):
                                 Reply(body=b"{not json"), Reply(body=text_reply("fine"))])
             r = http.post("/v1/chat/completions", json={"model": "gemini-2.5-flash", "messages": HELLO})
             bodies.append(r.text)
-            for path in ("/v1/models", "/health", "/openapi.json", "/", "/v1/models/gemini-2.5-flash", "/nope"):
+            for path, body in (("/v1/embeddings", {"model": "gemini-embedding-001", "input": ["a", "b"]}),
+                               ("/v1beta/models/gemini-2.5-flash:generateContent",
+                                {"contents": [{"role": "user", "parts": [{"text": "native"}]}]}),
+                               ("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+                                {"contents": [{"role": "user", "parts": [{"text": "native"}]}]}),
+                               ("/v1beta/models/gemini-2.5-flash:countTokens",
+                                {"contents": [{"role": "user", "parts": [{"text": "native"}]}]})):
+                r = http.post(path, json=body)
+                bodies.append(r.text + str(r.headers))
+            for path in ("/v1/models", "/health", "/openapi.json", "/", "/v1/models/gemini-2.5-flash", "/nope",
+                         "/v1beta/models", "/v1/models?type=all"):
                 r = http.get(path)
                 bodies.append(r.text + str(r.headers))
         a = AdminClient(p.url, ADMIN)
