@@ -57,8 +57,10 @@ def tokens(reply: dict[str, Any] | None) -> tuple[int, int]:
 class Attempts:
     """Book-keeping for the attempts of one request, and what they do to the keys."""
 
-    def __init__(self, pool: KeyPool, model: str, max_attempts: int, max_empty: int, trace: Trace | None = None):
+    def __init__(self, pool: KeyPool, model: str, max_attempts: int, max_empty: int, trace: Trace | None = None,
+                 provider: str = "gemini"):
         self.pool = pool
+        self.provider = provider
         self.model = model
         self.max_attempts = max_attempts
         self.max_empty = max_empty
@@ -73,7 +75,7 @@ class Attempts:
     def next_keys(self, width: int) -> list[Key]:
         keys: list[Key] = []
         while len(keys) < width and self.count < self.max_attempts:
-            key = self.pool.pick(self.model, self.avoid | {k.fp for k in keys})
+            key = self.pool.pick(self.model, self.avoid | {k.fp for k in keys}, self.provider)
             if key is None:
                 break
             keys.append(key)
@@ -122,7 +124,7 @@ class Attempts:
             raise DispatchError(self.failures, model=model)
 
     def exhausted(self) -> DispatchError:
-        return DispatchError(self.failures, unavailable=self.pool.unavailable(self.model, self.avoid),
+        return DispatchError(self.failures, unavailable=self.pool.unavailable(self.model, self.avoid, self.provider),
                              model=self.model)
 
 
@@ -146,8 +148,10 @@ def _event_output(event: dict[str, Any]) -> tuple[bool, bool, bool]:
 
 
 class Dispatcher:
-    def __init__(self, pool: KeyPool, gemini: GeminiClient, settings: Callable[[], Settings]):
+    def __init__(self, pool: KeyPool, gemini: Any, settings: Callable[[], Settings], provider: str = "gemini"):
+        """`gemini`: the upstream client (GeminiClient, or VertexClient, which has the same methods)."""
         self.pool = pool
+        self.provider = provider
         self.gemini = gemini
         self.settings = settings
         self._list_offset = 0
@@ -155,7 +159,7 @@ class Dispatcher:
 
     def _attempts(self, model: str, trace: Trace | None) -> Attempts:
         s = self.settings()
-        return Attempts(self.pool, model, s.MAX_RETRY_NUM, s.MAX_EMPTY_RESPONSES, trace)
+        return Attempts(self.pool, model, s.MAX_RETRY_NUM, s.MAX_EMPTY_RESPONSES, trace, self.provider)
 
     async def _keys(self, attempts: Attempts, width: int) -> list[Key]:
         """Keys for the next round; waits briefly when every key is only resting; raises when none is left."""
@@ -164,7 +168,7 @@ class Dispatcher:
             if keys:
                 return keys
             if attempts.count < attempts.max_attempts and attempts.waits < MAX_WAITS:
-                u = self.pool.unavailable(attempts.model, attempts.avoid)
+                u = self.pool.unavailable(attempts.model, attempts.avoid, self.provider)
                 if not u.quota and 0 < u.retry_after <= MAX_WAIT:
                     attempts.waits += 1
                     await asyncio.sleep(u.retry_after)
@@ -322,7 +326,7 @@ class Dispatcher:
     async def free_call(self, call: Callable[[Key], Awaitable[T]], what: str) -> T:
         """A call that costs no generation quota (model list, countTokens): not counted against a key's
         daily limit; a few usable keys are tried in turn, and a key Google rejects is taken out."""
-        keys = [k for k in self.pool.keys if k.usable]
+        keys = [k for k in self.pool.keys if k.usable and k.provider == self.provider]
         failures: list[UpstreamFailure] = []
         start = self._list_offset
         self._list_offset += 1
@@ -338,4 +342,4 @@ class Dispatcher:
                     self.pool.disable(key, f"{f.kind}: {f.message}")
                 if not v.retry:
                     break
-        raise DispatchError(failures, unavailable=None if failures else self.pool.unavailable(what))
+        raise DispatchError(failures, unavailable=None if failures else self.pool.unavailable(what, (), self.provider))

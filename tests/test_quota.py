@@ -212,7 +212,7 @@ def test_choosing_a_key_does_not_get_slower_with_history_or_with_parked_keys():
         pool.exhaust(k, "m", "per day")
     for _ in range(20_000):
         pool.pick("m")
-    rot = pool._rot["m"]
+    rot = pool._rot[("gemini", "m")]
     assert len(rot.level_of) == 100  # parked keys are out of the rotation, not skipped on every pick
     looked = 0
     for _, key in rot.ordered():

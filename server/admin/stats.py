@@ -85,7 +85,7 @@ class Stats:
             for m in sorted(models):
                 u = models[m]
                 mstate, muntil = pool.model_state(key, m)
-                r = {"model": m, "limit": pool.limits.for_model(m), "state": mstate, "until": muntil,
+                r = {"model": m, "limit": pool.limits.for_model(m, key.provider), "state": mstate, "until": muntil,
                      "requests": 0, "successes": 0, "failures": 0, "tokens": 0}
                 if u is not None:
                     r.update(requests=u.requests, successes=u.successes, failures=u.failures,
@@ -97,7 +97,8 @@ class Stats:
                     ct += u.completion_tokens
                 rows.append(r)
             out.append({
-                "fp": key.fp, "masked": key.masked, "source": key.source, "state": state, "until": until,
+                "fp": key.fp, "masked": key.masked, "source": key.source, "provider": key.provider,
+                "state": state, "until": until,
                 "why": kl.redactor(why) if why else why,
                 "requests": req, "successes": ok, "failures": fail, "prompt_tokens": pt, "completion_tokens": ct,
                 "tokens": pt + ct, "models": rows,

@@ -45,7 +45,8 @@ class Key:
     backoff_failures: int = 0
     last_error: str | None = None
     last_error_at: float | None = None
-    source: str = "environment"   # environment, dashboard (stored in SQLite) or demo
+    source: str = "environment"   # environment, dashboard (stored in SQLite), demo or a providers file
+    provider: str = "gemini"      # which upstream this credential belongs to (gemini, vertex, or a name)
     models: dict[str, ModelState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -120,7 +121,7 @@ class KeyPool:
         self.day = self.quota_day.today()
         if not self.usage.day:
             self.usage.day = self.day
-        self._rot: dict[str, _Rotation] = {}
+        self._rot: dict[tuple[str, str], _Rotation] = {}  # (provider, model) → rotation
         self._dirty_keys: set[str] = set()
         self._dirty_models: set[tuple[str, str]] = set()
         for s in secrets:
@@ -128,11 +129,14 @@ class KeyPool:
 
     # -- membership ------------------------------------------------------------------------------
 
-    def add(self, secret: str, source: str = "environment") -> Key | None:
+    def add(self, secret: str, source: str = "environment", provider: str = "gemini") -> Key | None:
         if not valid_key_text(secret):
             self.rejected += 1
             return None
-        key = Key(secret, source=source)
+        return self.add_key(Key(secret, source=source, provider=provider))
+
+    def add_key(self, key: Key) -> Key:
+        """A credential built by its provider (service accounts, keyless local upstreams)."""
         if key.fp in self._by_fp:
             return self._by_fp[key.fp]
         self.keys.append(key)
@@ -179,13 +183,13 @@ class KeyPool:
             self._rot.clear()  # rebuilt from today's (empty) counts; yesterday's exhaustion no longer applies
         return day
 
-    def _rotation(self, model: str) -> _Rotation:
-        rot = self._rot.get(model)
+    def _rotation(self, model: str, provider: str) -> _Rotation:
+        rot = self._rot.get((provider, model))
         if rot is None:
-            rot = self._rot[model] = _Rotation()
+            rot = self._rot[(provider, model)] = _Rotation()
             for key in self.keys:
                 ms = key.models.get(model)
-                if key.usable and not (ms is not None and ms.exhausted_day == self.day):
+                if key.provider == provider and key.usable and not (ms is not None and ms.exhausted_day == self.day):
                     rot.put(key, self.usage.requests(key.fp, model))
         return rot
 
@@ -197,13 +201,13 @@ class KeyPool:
         ms = key.models.get(model)
         return ms is None or ms.cooldown_until <= now
 
-    def pick(self, model: str, avoid: Iterable[str] = ()) -> Key | None:
+    def pick(self, model: str, avoid: Iterable[str] = (), provider: str = "gemini") -> Key | None:
         """The least-used key ready for `model` (not in `avoid`), reserved: its request is counted now,
         so concurrent requests spread over keys and a daily limit cannot be overshot."""
         self.check_day()
         now = self.clock.time()
-        limit = self.limits.for_model(model)
-        rot = self._rotation(model)
+        limit = self.limits.for_model(model, provider)
+        rot = self._rotation(model, provider)
         for level, key in rot.ordered():
             if limit and level >= limit:
                 break  # this level and every one after it is at the daily limit
@@ -219,7 +223,7 @@ class KeyPool:
         if self.usage.day != self.day or self.usage.requests(key.fp, model) <= 0:
             return
         self.usage.add(key.fp, model, requests=-1)
-        rot = self._rot.get(model)
+        rot = self._rot.get((key.provider, model))
         if rot is not None and key.fp in rot.level_of:
             rot.put(key, self.usage.requests(key.fp, model))
 
@@ -280,22 +284,23 @@ class KeyPool:
         ms.exhausted_day = self.check_day()
         ms.reason = reason
         self._dirty_models.add((key.fp, model))
-        rot = self._rot.get(model)
+        rot = self._rot.get((key.provider, model))
         if rot is not None:
             rot.remove(key.fp)
 
     # -- when nothing is available ---------------------------------------------------------------
 
-    def unavailable(self, model: str, avoid: Iterable[str] = ()) -> Unavailable:
+    def unavailable(self, model: str, avoid: Iterable[str] = (), provider: str = "gemini") -> Unavailable:
         day = self.check_day()
         now = self.clock.time()
-        limit = self.limits.for_model(model)
+        limit = self.limits.for_model(model, provider)
         reset = self.quota_day.next_reset()
         avoid = set(avoid)
         best = math.inf
         best_quota = False
         live = exhausted = at_limit = cooling = backing_off = 0
-        for key in self.keys:
+        keys = [k for k in self.keys if k.provider == provider]
+        for key in keys:
             if not key.usable or key.fp in avoid:  # avoided: out for the rest of this request
                 continue
             live += 1
@@ -314,12 +319,13 @@ class KeyPool:
                 backing_off += key.backoff_until > now
             if t < best or (t == best and quota and not best_quota):
                 best, best_quota = t, quota
-        if not self.keys:
-            return Unavailable(math.inf, math.inf, False, False, "no key is configured (set GEMINI_API_KEYS)")
+        if not keys:
+            return Unavailable(math.inf, math.inf, False, False, "no key is configured (set GEMINI_API_KEYS)"
+                               if provider == "gemini" else f"no credential is configured for {provider}")
         if live == 0:
-            disabled = sum(1 for k in self.keys if not k.usable)
-            why = f"all {len(self.keys)} keys are disabled" if disabled == len(self.keys) else \
-                f"{disabled} of {len(self.keys)} keys are disabled and the others were refused for this request"
+            disabled = sum(1 for k in keys if not k.usable)
+            why = f"all {len(keys)} keys are disabled" if disabled == len(keys) else \
+                f"{disabled} of {len(keys)} keys are disabled and the others were refused for this request"
             return Unavailable(math.inf, math.inf, False, False, why)
         parts = []
         if at_limit:

@@ -46,13 +46,17 @@ class QuotaDay:
 
 
 class DailyLimits:
-    """API_KEY_DAILY_LIMIT, overridden per model by MODEL_DAILY_LIMITS; read live from the settings."""
+    """Gemini API keys: API_KEY_DAILY_LIMIT, overridden per model by MODEL_DAILY_LIMITS, read live from the
+    settings. Other providers: their own per-key limit (`per_provider`; none for Vertex, which is paid)."""
 
-    def __init__(self, settings: Callable[[], Settings]):
+    def __init__(self, settings: Callable[[], Settings], per_provider: dict[str, int] | None = None):
         self.settings = settings
+        self.per_provider = per_provider if per_provider is not None else {}
 
-    def for_model(self, model: str) -> int:
+    def for_model(self, model: str, provider: str = "gemini") -> int:
         """0 means no limit."""
+        if provider != "gemini":
+            return self.per_provider.get(provider, 0)
         s = self.settings()
         return s.MODEL_DAILY_LIMITS.get(model, s.API_KEY_DAILY_LIMIT)
 
