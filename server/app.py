@@ -38,6 +38,12 @@ from .handlers.pages import IndexHandler, OpenApiHandler
 from .keepalive import KeepaliveTicker
 from .limits import ClientLimits, proxy_hops
 from .pool.keys import KeyPool
+from .providers.config import Providers
+from .providers.config import load as load_providers
+from .providers.forward import Forwarder
+from .providers.openai_compat import OpenAICompatClient
+from .providers.router import Router, Upstream
+from .providers.vertex import VertexClient, masked_secrets
 from .pool.quota import DailyLimits, MemoryUsage, QuotaDay
 from .redact import Redactor
 from .reuse import Reuse
@@ -114,7 +120,8 @@ def routes(dashboard_path: str) -> list[tuple[str, type[tornado.web.RequestHandl
 
 class Keyloom:
     def __init__(self, settings: Settings, *, password: str, data_dir: Path, clock: Clock | None = None,
-                 demo: bool = False, redactor: Redactor | None = None, env: Mapping[str, str] | None = None):
+                 demo: bool = False, redactor: Redactor | None = None, env: Mapping[str, str] | None = None,
+                 providers: Providers | None = None):
         self.settings = settings
         self.password = password
         self.data_dir = data_dir
@@ -144,6 +151,9 @@ class Keyloom:
                                    stream_idle_timeout=settings.UPSTREAM_STREAM_IDLE_TIMEOUT, redact=self.redactor)
         self.dispatcher = Dispatcher(self.pool, self.gemini, get_settings)
         self.catalog = ModelCatalog(self.dispatcher, get_settings, self.clock)
+        self.providers = providers if providers is not None else load_providers(settings)
+        self.router = self._build_router(get_settings)
+        self.forwarder = Forwarder(self.client_limits, get_settings)
         self.keepalive = KeepaliveTicker(lambda: self.settings.FAKE_STREAMING_INTERVAL)
         self.reuse = Reuse(get_settings, self.clock)
         self.chat = ChatService(self.catalog, self.dispatcher, self.http, self.client_limits, get_settings,
@@ -158,12 +168,47 @@ class Keyloom:
         self._refresher: PeriodicCallback | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
+    def _build_router(self, get_settings: Any) -> Router:
+        """Vertex AI and OpenAI-compatible upstreams: their credentials join the pool (tagged with the
+        provider), each gets a dispatcher of its own, the router maps model ids to them."""
+        s, p = self.settings, self.providers
+        vertex = None
+        if p.vertex is not None:
+            self.redactor.add(masked_secrets(p.vertex))
+            client = VertexClient(self.http, p.vertex, self.clock, timeout=s.UPSTREAM_TIMEOUT,
+                                  stream_idle_timeout=s.UPSTREAM_STREAM_IDLE_TIMEOUT, redact=self.redactor)
+            for key in client.keys():
+                self.pool.add_key(key)
+            vertex = (p.vertex, client, Dispatcher(self.pool, client, get_settings, "vertex"))
+        upstreams = []
+        for cfg in p.openai:
+            self.redactor.add(cfg.keys)
+            client = OpenAICompatClient(self.http, cfg, self.redactor)
+            for key in client.keys():
+                self.pool.add_key(key)
+            self.pool.limits.per_provider[cfg.name] = cfg.daily_limit
+            upstreams.append(Upstream(cfg, client, Dispatcher(self.pool, client, get_settings, cfg.name)))
+        return Router(self.catalog, self.pool, vertex, upstreams)
+
+    def client_for(self, key: Any) -> Any:
+        """The upstream client a credential is used with (for key tests)."""
+        if key.provider == "gemini":
+            return self.gemini
+        if key.provider == "vertex" and self.router.vertex is not None:
+            return self.router.vertex[1]
+        for u in self.router.upstreams:
+            if u.cfg.name == key.provider:
+                return u.client
+        return self.gemini
+
     def apply_settings(self, settings: Settings) -> None:
         """Put new settings in force (a change on the dashboard). Most parts read `self.settings` on each
         use; the few that copied a value at start are updated here."""
         old, self.settings = self.settings, settings
-        self.gemini.timeout = settings.UPSTREAM_TIMEOUT
-        self.gemini.stream_idle_timeout = settings.UPSTREAM_STREAM_IDLE_TIMEOUT
+        for client in (self.gemini, self.router.vertex[1] if self.router.vertex else None):
+            if client is not None:
+                client.timeout = settings.UPSTREAM_TIMEOUT
+                client.stream_idle_timeout = settings.UPSTREAM_STREAM_IDLE_TIMEOUT
         if settings.LOG_LEVEL != old.LOG_LEVEL:
             logging.getLogger().setLevel(settings.LOG_LEVEL)
 
@@ -200,13 +245,20 @@ class Keyloom:
                                family=socket.AF_UNSPEC, backlog=1024)
         self.server.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
-        if self.pool.keys:
+        if self.pool.has("gemini"):
             self._spawn(self.catalog.refresh())
-        self._refresher = PeriodicCallback(lambda: self._spawn(self.catalog.refresh()),
-                                           s.MODELS_REFRESH_INTERVAL * 1000)
+        if self.router.upstreams:
+            self._spawn(self.router.refresh())
+        self._refresher = PeriodicCallback(self._refresh_models, s.MODELS_REFRESH_INTERVAL * 1000)
         self._refresher.start()
         self.flusher.start()
         return self.port
+
+    def _refresh_models(self) -> None:
+        if self.pool.has("gemini"):
+            self._spawn(self.catalog.refresh())
+        if self.router.upstreams:
+            self._spawn(self.router.refresh())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

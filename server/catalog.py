@@ -122,7 +122,7 @@ class ModelCatalog:
         return ok
 
     async def ensure_loaded(self) -> None:
-        if self.loaded_at is not None or not self.dispatcher.pool.keys:
+        if self.loaded_at is not None or not self.dispatcher.pool.has("gemini"):
             return
         if self.failed_at is not None and self.clock.monotonic() - self.failed_at < RETRY_FAILED_LISTING_AFTER:
             return
@@ -136,20 +136,21 @@ class ModelCatalog:
             return False
         return not s.WHITELIST_MODELS or mid in s.WHITELIST_MODELS or base in s.WHITELIST_MODELS
 
-    def chat_models(self) -> list[str]:
+    def chat_models(self, all_models: bool = False) -> list[str]:
+        """The chat model ids to list (all_models: before WHITELIST/BLOCKED, to find ids already taken)."""
         s = self.settings()
         if self.loaded_at is None:
-            ids = list(FALLBACK_MODELS) if self.dispatcher.pool.keys else []
+            ids = list(FALLBACK_MODELS) if self.dispatcher.pool.has("gemini") else []
         else:
             ids = sorted(self._chat)
         ids += [m for m in s.EXTRA_MODELS if m not in ids]
         if s.SEARCH_MODE:
             ids += [m + SEARCH_SUFFIX for m in ids if searchable(m)]
-        return [m for m in ids if self.allowed(m)]
+        return ids if all_models else [m for m in ids if self.allowed(m)]
 
     def embedding_models(self) -> list[str]:
         if self.loaded_at is None:
-            ids = list(FALLBACK_EMBEDDING_MODELS) if self.dispatcher.pool.keys else []
+            ids = list(FALLBACK_EMBEDDING_MODELS) if self.dispatcher.pool.has("gemini") else []
         else:
             ids = sorted(self._embed)
         return [m for m in ids if self.allowed(m)]

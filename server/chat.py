@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Callable
 
 import ujson
 
-from .catalog import ModelCatalog, model_id, split_variant
+from .catalog import ModelCatalog, Variant, model_id, split_variant
 from .clock import Clock
 from .dispatch import Dispatcher, Trace
 from .errors import ApiError, bad_request, model_not_found
@@ -28,7 +28,7 @@ from .translate.openai_to_gemini import Extras, TranslationError, build_request,
 from .translate.sse import DONE, frames
 from .upstream.http import HttpClient
 
-MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
+MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-:/]{0,127}$")  # ":" and "/": ids of other providers (llama3.1:8b)
 
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -59,6 +59,7 @@ class ChatPlan:
     how: str = "upstream"      # where the answer comes from: upstream, shared or cache
     cached: dict[str, Any] | None = None  # taken from the cache for this request
     client_gone: Callable[[], bool] = lambda: False  # set by the handler
+    dispatcher: Any = None     # the Gemini API's, or Vertex AI's
 
     def __post_init__(self) -> None:
         self.upstream = self.upstream or self.model
@@ -75,7 +76,8 @@ class ChatService:
         self.settings = settings
         self.clock = clock
 
-    async def prepare(self, req: Any, client_ip: str, trace: Trace, raw: bytes = b"") -> ChatPlan:
+    async def prepare(self, req: Any, client_ip: str, trace: Trace, raw: bytes = b"", route: Any = None) -> ChatPlan:
+        """`route`: a Vertex AI route (the router's), else the Gemini API."""
         """Validate and translate; count the request against the client's limits (refusing it when over)."""
         if not isinstance(req, dict):
             raise bad_request("the request body must be a JSON object")
@@ -85,9 +87,12 @@ class ChatService:
         model = model_id(model.strip())
         if not MODEL_ID.match(model):
             raise bad_request("model is not a valid model id", "model")
-        variant = split_variant(model)
-        if not await self.catalog.knows(model, variant):
-            raise model_not_found(model)
+        if route is not None:
+            variant = Variant(route.upstream)
+        else:
+            variant = split_variant(model)
+            if not await self.catalog.knows(model, variant):
+                raise model_not_found(model)
         stream = req.get("stream", False)
         if stream is None:
             stream = False
@@ -119,7 +124,8 @@ class ChatService:
                                         timeout=s.IMAGE_FETCH_TIMEOUT, allow_private=s.IMAGE_FETCH_ALLOW_PRIVATE)
             encoded = self._encode(self._translate(req, traits, images, extras))
         plan = ChatPlan(model, stream, include_usage, encoded, trace, stream and s.FAKE_STREAMING,
-                        upstream=variant.base, reuse_key=request_key(model, raw) if raw else "", marker=marker)
+                        upstream=variant.base, reuse_key=request_key(model, raw) if raw else "", marker=marker,
+                        dispatcher=route.dispatcher if route is not None else self.dispatcher)
         if plan.fake_stream:
             trace.started = asyncio.get_running_loop().create_future()
         if plan.reuse_key and (not stream or plan.fake_stream) and (s.INFLIGHT_SHARING or self.reuse.caching()):
@@ -152,7 +158,7 @@ class ChatService:
             keep = self.reuse.spare(plan.reuse_key)
             spare = lambda reply: keep(_unmarked(reply, plan.marker))  # noqa: E731
         try:
-            return _unmarked(await self.dispatcher.generate(plan.upstream, plan.body, plan.trace, spare), plan.marker)
+            return _unmarked(await plan.dispatcher.generate(plan.upstream, plan.body, plan.trace, spare), plan.marker)
         except DispatchError as e:
             raise client_error(e) from None
 
@@ -180,7 +186,7 @@ class ChatService:
             yield frames(chunks.feed(reply) + chunks.finish()) + DONE
             return
         try:
-            async for event in self.dispatcher.stream(plan.upstream, plan.body, plan.trace):
+            async for event in plan.dispatcher.stream(plan.upstream, plan.body, plan.trace):
                 out = chunks.feed(_unmarked(event, plan.marker))
                 if out:
                     yield frames(out)

@@ -17,6 +17,7 @@ from . import __version__
 from .app import Keyloom
 from .auth import PASSWORD_FILE, load_or_create_password
 from .clock import OffsetClock
+from .providers.config import load as load_providers
 from .redact import RedactingFilter, Redactor
 from .settings import Settings, SettingsError, resolve_data_dir
 from .store.db import SchemaTooNew
@@ -98,11 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_upstream = None
     try:
         settings = Settings.from_env(env)
+        providers = load_providers(settings)
     except SettingsError as e:
         sys.stderr.write("Keyloom cannot start: invalid settings\n")
         for p in e.problems:
             sys.stderr.write(f"  {p}\n")
-        sys.stderr.write("See conf/settings.toml or the README's settings table.\n")
+        sys.stderr.write("See conf/settings.toml, conf/providers.example.toml or the README.\n")
         return 2
 
     redactor = Redactor(settings.GEMINI_API_KEYS)
@@ -129,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.warning("DEMO MODE: answers come from a simulated Gemini API on this machine (%s), "
                         "not from Google. Nothing leaves this machine.", base_url)
         clock = OffsetClock(args.clock_offset) if args.clock_offset else None
-        kl = Keyloom(settings, password=password, data_dir=data_dir, demo=args.demo, redactor=redactor, clock=clock)
+        kl = Keyloom(settings, password=password, data_dir=data_dir, demo=args.demo, redactor=redactor, clock=clock,
+                     providers=providers)
         if kl.pool.rejected:
             log.warning("%d value(s) in GEMINI_API_KEYS are not keys (need 8-512 printable characters) "
                         "and were ignored", kl.pool.rejected)

@@ -34,7 +34,11 @@ class ChatCompletionsHandler(LoggedHandler):
 
     async def _serve(self, req: object) -> None:
         assert self.trace is not None
-        plan = self.plan = await self.kl.chat.prepare(req, self.client_ip, self.trace, self.raw_body)
+        route = self.kl.router.resolve(req.get("model")) if isinstance(req, dict) else None
+        if route is not None and route.kind == "openai":
+            await self._forward(route, req)
+            return
+        plan = self.plan = await self.kl.chat.prepare(req, self.client_ip, self.trace, self.raw_body, route)
         plan.client_gone = lambda: self._client_gone
         if plan.how != "upstream":
             self.set_header("X-Keyloom-Answer", plan.how)  # cache: a paid answer nobody had received
@@ -49,6 +53,22 @@ class ChatCompletionsHandler(LoggedHandler):
             # With fake streaming the wait ends as soon as the first upstream call goes out.
             hold_back = self.kl.settings.FAKE_STREAMING_INTERVAL
             await self.write_event_stream(self.kl.chat.events(plan), hold_back, plan.trace.started)
+
+    async def _forward(self, route: Any, req: dict) -> None:
+        """An OpenAI-compatible upstream's model: its answer passes through as it is."""
+        assert self.trace is not None
+        fwd = self.kl.forwarder
+        body = fwd.prepare(route, req, self.client_ip, self.trace)
+        if req.get("stream") is not True:
+            data = await fwd.complete(route, body, self.trace)
+            self.set_header("Content-Type", "application/json")
+            self.finish(data)
+            return
+        s = self.kl.settings
+        if s.FAKE_STREAMING:  # keep-alives from the moment the upstream call goes out until its first byte
+            self.trace.started = asyncio.get_running_loop().create_future()
+        await self.write_event_stream(fwd.stream(route, body, self.trace), s.FAKE_STREAMING_INTERVAL,
+                                      self.trace.started)
 
     async def write_with_keepalive(self, answer: Any) -> None:
         """NONSTREAM_KEEPALIVE: while the answer is pending, a space every interval before the JSON body

@@ -8,7 +8,9 @@ from .native import GeminiErrors, NativeModelsHandler, wants_gemini
 
 
 def _model(handler: ApiHandler, mid: str) -> dict:
-    return {"id": mid, "object": "model", "created": handler.kl.catalog.created(mid), "owned_by": "google"}
+    provider = handler.kl.router.provider_of(mid)
+    return {"id": mid, "object": "model", "created": handler.kl.catalog.created(mid),
+            "owned_by": "google" if provider in ("gemini", "vertex") else provider}
 
 
 class _Shared(GeminiErrors, ApiHandler):
@@ -29,7 +31,7 @@ class ModelsHandler(_Shared):
         kind = self.get_query_argument("type", "chat")
         if kind not in ("chat", "embedding", "all"):
             raise bad_request("type must be chat, embedding or all", "type")
-        ids = (catalog.chat_models() if kind != "embedding" else []) + \
+        ids = (self.kl.router.chat_models() if kind != "embedding" else []) + \
               (catalog.embedding_models() if kind != "chat" else [])
         self.write_json({"object": "list", "data": [_model(self, m) for m in ids]})
 
@@ -40,6 +42,6 @@ class ModelHandler(_Shared):
         if wants_gemini(self):
             return NativeModelsHandler.write_models(self, model_id(name))  # type: ignore[arg-type]
         mid = model_id(name)
-        if not self.kl.catalog.listed(mid):
+        if not (self.kl.catalog.listed(mid) or self.kl.router.resolve(mid) is not None):
             raise model_not_found(mid)
         self.write_json(_model(self, mid))

@@ -166,6 +166,9 @@ class KeyPool:
         self._dirty_keys.add(key.fp)
         self._rot.clear()
 
+    def has(self, provider: str) -> bool:
+        return any(k.provider == provider for k in self.keys)
+
     def get(self, fp: str) -> Key | None:
         return self._by_fp.get(fp)
 

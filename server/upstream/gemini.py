@@ -55,6 +55,11 @@ class GeminiClient:
     def _failure(self, status: int, body: bytes) -> UpstreamFailure:
         return classify_error(status, body, self.redact)
 
+    async def _target(self, key: str, model: str, method: str, query: str = ""
+                      ) -> tuple[Origin, str, tuple[tuple[str, str], ...]]:
+        """Where a model call goes and with which headers (Vertex AI overrides this)."""
+        return self.origin, self._path(model, method, query), self._headers(key)
+
     async def _models_page(self, key: str, query: str) -> dict[str, Any]:
         try:
             resp = await self.http.request("GET", self.origin, f"{self.prefix}/{API_VERSION}/models{query}",
@@ -95,9 +100,9 @@ class GeminiClient:
     async def post(self, key: str, model: str, method: str, body: bytes) -> dict[str, Any]:
         """POST models/{model}:{method} (generateContent, countTokens, embedContent, batchEmbedContents)
         → the JSON reply, or the typed failure."""
+        origin, path, headers = await self._target(key, model, method)
         try:
-            resp = await self.http.request("POST", self.origin, self._path(model, method),
-                                           headers=self._headers(key), body=body, timeout=self.timeout,
+            resp = await self.http.request("POST", origin, path, headers=headers, body=body, timeout=self.timeout,
                                            limit=MAX_REPLY_BYTES)
         except HttpError as e:
             raise transport_failure(e) from None
@@ -122,9 +127,9 @@ class GeminiClient:
 
     async def stream(self, key: str, model: str, body: bytes) -> AsyncIterator[dict[str, Any]]:
         """Each SSE event of `streamGenerateContent?alt=sse` as a reply dict, as it arrives."""
+        origin, path, headers = await self._target(key, model, "streamGenerateContent", "?alt=sse")
         try:
-            resp = await self.http.open("POST", self.origin, self._path(model, "streamGenerateContent", "?alt=sse"),
-                                        headers=self._headers(key), body=body, timeout=self.timeout)
+            resp = await self.http.open("POST", origin, path, headers=headers, body=body, timeout=self.timeout)
         except HttpError as e:
             raise transport_failure(e) from None
         try:

@@ -1,0 +1,225 @@
+"""Vertex AI: the Gemini models through Google Cloud, with service accounts or express-mode keys.
+
+The request and reply bodies are Gemini's (the translation layer is shared; Keyloom always gives
+every content its role, which Vertex requires), so `VertexClient` is a `GeminiClient` that only
+changes where a call goes and how it authenticates:
+
+- a service account: `https://{location}-aiplatform.googleapis.com/v1/projects/{project}/locations/
+  {location}/publishers/google/models/{model}:{method}` (`global`: the host without a region prefix),
+  with an OAuth access token that google-auth obtains by signing a JWT with the account's key;
+- an express-mode key: `https://aiplatform.googleapis.com/v1/publishers/google/models/{model}:{method}`
+  with the key in `x-goog-api-key`.
+
+Tokens are refreshed in a worker thread (google-auth's refresh is blocking HTTP), five minutes before
+they expire, once per account however many requests ask at the same time; a 401 forces one refresh
+and one retry. In the key pool a service account is a `Key` whose secret is an opaque handle, never
+the private key.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import timezone
+from typing import Any, Callable
+from urllib.parse import quote
+
+import google.auth.exceptions
+import google.auth.transport
+from google.oauth2 import service_account
+
+from ..clock import Clock
+from ..pool.keys import Key
+from ..redact import mask
+from ..upstream.failures import InvalidKey, UpstreamFailure
+from ..upstream.gemini import GeminiClient
+from ..upstream.http import HttpClient, Origin
+from .config import VertexConfig
+
+log = logging.getLogger("keyloom.vertex")
+
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+REFRESH_MARGIN = 300.0  # seconds before expiry when a token is renewed
+GLOBAL_HOST = "https://aiplatform.googleapis.com"
+HANDLE = "vertex-sa:"
+
+
+class _Response(google.auth.transport.Response):
+    def __init__(self, status: int, headers: dict[str, str], data: bytes):
+        self._status, self._headers, self._data = status, headers, data
+
+    @property
+    def status(self) -> int:
+        return self._status
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._headers
+
+    @property
+    def data(self) -> bytes:
+        return self._data
+
+
+class UrllibRequest(google.auth.transport.Request):
+    """google-auth's transport interface over the standard library (no `requests` dependency). Runs in a
+    worker thread only."""
+
+    def __call__(self, url: str, method: str = "GET", body: bytes | None = None,
+                 headers: dict[str, str] | None = None, timeout: float | None = None, **kwargs: Any) -> _Response:
+        req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout or 30) as resp:
+                return _Response(resp.status, dict(resp.headers), resp.read())
+        except urllib.error.HTTPError as e:
+            return _Response(e.code, dict(e.headers or {}), e.read() or b"")
+        except (urllib.error.URLError, OSError) as e:
+            raise google.auth.exceptions.TransportError(str(e)) from None
+
+
+@dataclass(eq=False)
+class ServiceAccount:
+    info: dict[str, Any] = field(repr=False)
+    fp: str = ""
+    email: str = ""
+    project: str = ""
+    credentials: Any = field(default=None, repr=False)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    refreshes: int = 0
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> "ServiceAccount":
+        """Raises ValueError when the key cannot be used (message names the field, never its value)."""
+        try:
+            creds = service_account.Credentials.from_service_account_info(info, scopes=list(SCOPES))
+        except Exception as e:  # google-auth raises ValueError or a crypto error on a bad key
+            raise ValueError(f"private_key cannot be read ({type(e).__name__})") from None
+        fp = hashlib.sha256(("sa:" + info["client_email"] + info["private_key_id"]).encode()).hexdigest()[:12]
+        return cls(info, fp, info["client_email"], info["project_id"], creds)
+
+    @property
+    def handle(self) -> str:
+        return HANDLE + self.fp
+
+    def key(self) -> Key:
+        name, _, domain = self.email.partition("@")
+        return Key(self.handle, fp=self.fp, masked=f"{name[:12]}…@{domain.split('.')[0]}", source="environment",
+                   provider="vertex")
+
+
+class VertexClient(GeminiClient):
+    def __init__(self, http: HttpClient, config: VertexConfig, clock: Clock, *, timeout: float = 300.0,
+                 stream_idle_timeout: float = 120.0, redact: Callable[[str], str] = lambda s: s,
+                 request: google.auth.transport.Request | None = None):
+        super().__init__(http, GLOBAL_HOST, timeout=timeout, stream_idle_timeout=stream_idle_timeout, redact=redact)
+        self.config = config
+        self.clock = clock
+        self.accounts: dict[str, ServiceAccount] = {}
+        self.request = request or UrllibRequest()
+        loc = config.location
+        self.sa_origin, prefix = Origin.parse(config.base_url or (
+            GLOBAL_HOST if loc == "global" else f"https://{loc}-aiplatform.googleapis.com"))
+        self.sa_prefix = prefix.rstrip("/")
+        self.express_origin, prefix = Origin.parse(config.base_url or GLOBAL_HOST)
+        self.express_prefix = prefix.rstrip("/")
+        for info in config.credentials:
+            sa = ServiceAccount.from_info(info)
+            self.accounts[sa.handle] = sa
+
+    def keys(self) -> list[Key]:
+        """The pooled credentials: service accounts and express keys."""
+        out = [sa.key() for sa in self.accounts.values()]
+        out += [Key(k, source="environment", provider="vertex") for k in self.config.express_keys]
+        return out
+
+    # -- tokens ----------------------------------------------------------------------------------
+
+    def _fresh(self, sa: ServiceAccount) -> bool:
+        c = sa.credentials
+        if not c.token or c.expiry is None:
+            return False
+        return c.expiry.replace(tzinfo=timezone.utc).timestamp() - self.clock.time() > REFRESH_MARGIN
+
+    async def token(self, sa: ServiceAccount, force: bool = False) -> str:
+        """A valid access token; concurrent callers share one refresh."""
+        stale = sa.credentials.token if force else None
+        if not force and self._fresh(sa):
+            return sa.credentials.token
+        async with sa.lock:
+            if self._fresh(sa) and sa.credentials.token != stale:
+                return sa.credentials.token  # someone else refreshed while we waited
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, sa.credentials.refresh, self.request)
+            except Exception as e:  # google.auth.exceptions.RefreshError / TransportError
+                raise InvalidKey(self.redact(f"Vertex AI refused the service account {sa.email}: "
+                                             f"{type(e).__name__}: {e}"), 401) from None
+            sa.refreshes += 1
+            return sa.credentials.token
+
+    # -- where calls go --------------------------------------------------------------------------
+
+    async def _target(self, key: str, model: str, method: str, query: str = ""
+                      ) -> tuple[Origin, str, tuple[tuple[str, str], ...]]:
+        m = quote(model, safe="-._")
+        sa = self.accounts.get(key)
+        common = (("Content-Type", "application/json"), ("Accept-Encoding", "identity"), ("User-Agent", self._ua))
+        if sa is None:  # express mode
+            path = f"{self.express_prefix}/v1/publishers/google/models/{m}:{method}{query}"
+            return self.express_origin, path, (("x-goog-api-key", key), *common)
+        project = self.config.project or sa.project
+        loc = self.config.location
+        path = f"{self.sa_prefix}/v1/projects/{project}/locations/{loc}/publishers/google/models/{m}:{method}{query}"
+        return self.sa_origin, path, (("Authorization", f"Bearer {await self.token(sa)}"), *common)
+
+    async def _retry_unauthorized(self, key: str, call: Callable[[], Any]) -> Any:
+        try:
+            return await call()
+        except UpstreamFailure as f:
+            sa = self.accounts.get(key)
+            if sa is None or f.status != 401:
+                raise
+            await self.token(sa, force=True)  # the token was revoked or expired early: once more, fresh
+            return await call()
+
+    async def post(self, key: str, model: str, method: str, body: bytes) -> dict[str, Any]:
+        return await self._retry_unauthorized(key, lambda: GeminiClient.post(self, key, model, method, body))
+
+    async def stream(self, key: str, model: str, body: bytes):  # type: ignore[override]
+        sa = self.accounts.get(key)
+        try:
+            async for event in GeminiClient.stream(self, key, model, body):
+                yield event
+            return
+        except UpstreamFailure as f:
+            if sa is None or f.status != 401:
+                raise
+        await self.token(sa, force=True)
+        async for event in GeminiClient.stream(self, key, model, body):
+            yield event
+
+    async def list_models(self, key: str, page_size: int = 1000) -> list[dict[str, Any]]:
+        return [{"name": f"models/{m}", "supportedGenerationMethods": ["generateContent", "countTokens"]}
+                for m in self.config.models]
+
+    async def check_key(self, key: str) -> None:
+        sa = self.accounts.get(key)
+        if sa is not None:
+            await self.token(sa, force=True)
+            return
+        body = b'{"contents": [{"role": "user", "parts": [{"text": "ping"}]}]}'
+        await self.post(key, self.config.models[0], "countTokens", body)
+
+
+def masked_secrets(config: VertexConfig) -> list[str]:
+    """What the redactor must hide: private keys and their ids, express keys."""
+    out: list[str] = list(config.express_keys)
+    for c in config.credentials:
+        out += [c.get("private_key", ""), c.get("private_key_id", "")]
+        out += [line for line in str(c.get("private_key", "")).splitlines() if len(line) > 20]
+    return [s for s in out if s]
+
+
+__all__ = ["VertexClient", "ServiceAccount", "masked_secrets", "mask"]
