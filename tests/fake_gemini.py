@@ -276,6 +276,12 @@ class FakeGemini:
         self.mode = ""  # free for tests to note what they are doing
         self.server: HTTPServer | None = None
         self.base_url = ""
+        # Vertex AI: service-account public keys by email, issued access tokens, express keys
+        self.sa_public_keys: dict[str, bytes] = {}
+        self.vertex_tokens: dict[str, str] = {}  # token → service-account email
+        self.token_ttl = 3600
+        self.token_requests = 0
+        self.token_delay = 0.0
 
     def reset(self) -> None:
         self.keys.clear()
@@ -288,6 +294,10 @@ class FakeGemini:
         self.connections = 0
         self.cancelled = 0
         self.page_size = 50
+        self.vertex_tokens.clear()
+        self.token_ttl = 3600
+        self.token_requests = 0
+        self.token_delay = 0.0
 
     def allow(self, *keys: str, behaviour: str = "ok") -> None:
         for k in keys:
@@ -314,6 +324,10 @@ class FakeGemini:
         app = tornado.web.Application([
             (r"/v1beta/models", ModelsHandler, {"fake": self}),
             (r"/v1beta/models/([^/:]+):(\w+)", GenerateHandler, {"fake": self}),
+            (r"/v1/projects/[^/]+/locations/[^/]+/publishers/google/models/([^/:]+):(\w+)", VertexHandler,
+             {"fake": self}),
+            (r"/v1/publishers/google/models/([^/:]+):(\w+)", VertexHandler, {"fake": self}),
+            (r"/token", TokenHandler, {"fake": self}),
         ], log_function=lambda handler: None)
         self.server = CountingServer(app, max_body_size=256 * 1024 * 1024, max_buffer_size=256 * 1024 * 1024,
                                      ssl_options=ssl_context)
@@ -509,6 +523,74 @@ class GenerateHandler(_Base):
             self.request.connection.stream.close()
             return
         self.finish()
+
+
+class VertexHandler(GenerateHandler):
+    """Vertex AI's generate/stream/count/embed: a service account's Bearer token (issued by /token) or an
+    express key in x-goog-api-key. Replies are the Gemini API's. A Recorded key is `sa:<email>` or the
+    express key, so tests set behaviours on those."""
+
+    def record(self, model: str | None, action: str | None) -> Recorded:
+        rec = super().record(model, action)
+        auth = self.request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            email = self.fake.vertex_tokens.get(auth[7:])
+            rec.key = f"sa:{email}" if email else "sa-token-rejected"
+        return rec
+
+    def behaviour(self, key: str | None, model: str = "") -> str:
+        if key == "sa-token-rejected":
+            return "unauthenticated"
+        if key is not None and key.startswith("sa:") and key not in self.fake.keys:
+            return "ok"
+        return super().behaviour(key, model)
+
+    def refuse(self, key: str | None, model: str, behaviour: str) -> bool:
+        if behaviour == "unauthenticated":
+            self.send_json(401, error_body(401, "UNAUTHENTICATED", "Request had invalid authentication "
+                                           "credentials. Expected OAuth 2 access token."))
+            return True
+        return super().refuse(key, model, behaviour)
+
+
+class TokenHandler(_Base):
+    """Google's OAuth token endpoint for service accounts: checks the JWT's signature against the
+    account's public key, returns an access token valid for `token_ttl` seconds."""
+
+    async def post(self) -> None:
+        from urllib.parse import parse_qs
+
+        import google.auth.jwt
+        self.fake.token_requests += 1
+        if self.fake.token_delay:
+            await asyncio.sleep(self.fake.token_delay)
+        form = {k: v[-1] for k, v in parse_qs(self.request.body.decode()).items()}
+        assertion = form.get("assertion", "")
+        try:
+            claims = google.auth.jwt.decode(assertion, verify=False)
+            pem = self.fake.sa_public_keys[claims["iss"]]
+            google.auth.jwt.decode(assertion, certs=pem.decode(), audience=f"{self.fake.base_url}/token")
+        except Exception as e:
+            self.send_json(400, {"error": "invalid_grant", "error_description": f"bad assertion: {e}"})
+            return
+        token = f"ya29.fake-{self.fake.token_requests}"
+        self.fake.vertex_tokens[token] = claims["iss"]
+        self.send_json(200, {"access_token": token, "token_type": "Bearer", "expires_in": self.fake.token_ttl})
+
+
+def make_service_account(fake: FakeGemini, email: str = "keyloom-test@proj-1.iam.gserviceaccount.com",
+                         project: str = "proj-1") -> dict[str, Any]:
+    """A real service-account key (RSA 2048, generated now) whose token_uri is the fake's."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    fake.sa_public_keys[email] = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    return {"type": "service_account", "project_id": project, "private_key_id": hashlib.sha1(pem.encode()).hexdigest(),
+            "private_key": pem, "client_email": email, "client_id": "1234567890",
+            "token_uri": f"{fake.base_url}/token"}
 
 
 def main() -> None:  # pragma: no cover - manual and benchmark use
