@@ -569,7 +569,8 @@ class TokenHandler(_Base):
         try:
             claims = google.auth.jwt.decode(assertion, verify=False)
             pem = self.fake.sa_public_keys[claims["iss"]]
-            google.auth.jwt.decode(assertion, certs=pem.decode(), audience=f"{self.fake.base_url}/token")
+            google.auth.jwt.decode(assertion, certs=pem.decode(),
+                                   audience=[f"{self.fake.base_url}/token", "https://oauth2.googleapis.com/token"])
         except Exception as e:
             self.send_json(400, {"error": "invalid_grant", "error_description": f"bad assertion: {e}"})
             return

@@ -114,12 +114,12 @@ def _retry_headers(seconds: float, next_day: bool) -> dict[str, str]:
 def unavailable_error(u: Unavailable) -> ApiError:
     """No key could be offered at all."""
     if math.isinf(u.retry_at):
-        return ApiError(503, f"Keyloom has no usable Gemini key: {u.detail}", type="server_error",
+        return ApiError(503, f"Keyloom has no usable key: {u.detail}", type="server_error",
                         code="no_usable_key")
     if u.quota:
-        return ApiError(429, f"Every Gemini key is used up for now: {u.detail}", type="rate_limit_error",
+        return ApiError(429, f"Every key is used up for now: {u.detail}", type="rate_limit_error",
                         code="rate_limit_exceeded", headers=_retry_headers(u.retry_after, u.next_day))
-    return ApiError(503, f"Every Gemini key is resting after upstream errors: {u.detail}", type="server_error",
+    return ApiError(503, f"Every key is resting after upstream errors: {u.detail}", type="server_error",
                     code="keys_resting", headers=_retry_headers(u.retry_after, False))
 
 
@@ -128,7 +128,7 @@ def client_error(err: DispatchError) -> ApiError:
     failures, u = err.failures, err.unavailable
     if not failures:
         return unavailable_error(u) if u is not None else ApiError(
-            503, "Keyloom has no usable Gemini key", type="server_error", code="no_usable_key")
+            503, "Keyloom has no usable key", type="server_error", code="no_usable_key")
     last = failures[-1]
     if not verdict(last).retry:
         status, type_, code = _lookup(last)
@@ -142,7 +142,7 @@ def client_error(err: DispatchError) -> ApiError:
     n = len(failures)
     attempts = f"{n} attempt{'s' if n != 1 else ''}"
     if not alive:
-        return ApiError(503, f"No usable Gemini key: every key tried was rejected ({_summary(failures)}). "
+        return ApiError(503, f"No usable key: every key tried was rejected ({_summary(failures)}). "
                              f"Last error: {last.message}", type="server_error", code="no_usable_key")
     if all(isinstance(f, QuotaExceeded) for f in alive):
         if u is not None and u.quota and not math.isinf(u.retry_at):
@@ -153,7 +153,7 @@ def client_error(err: DispatchError) -> ApiError:
             next_day = all(isinstance(f, DailyQuotaExceeded) for f in alive)
         headers = _retry_headers(seconds, next_day)
         what = f" for {err.model}" if err.model else ""
-        return ApiError(429, f"Every Gemini key is over its quota{what} ({_summary(failures)} in {attempts}); "
+        return ApiError(429, f"Every key is over its quota{what} ({_summary(failures)} in {attempts}); "
                              f"retry in {headers['Retry-After']}s. Last error: {alive[-1].message}",
                         type="rate_limit_error", code="rate_limit_exceeded", headers=headers)
     primary = next((f for f in reversed(alive) if not isinstance(f, QuotaExceeded) and not verdict(f).empty), None)
