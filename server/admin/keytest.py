@@ -1,7 +1,8 @@
 """Testing keys against the upstream, as a job the page can follow.
 
 A test asks Google for one page of the model list with the key: it tells a working key from an
-invalid or suspended one without spending generation quota. A key Google refuses is taken out
+invalid or suspended one without spending generation quota. (A Vertex service account is tested by
+getting a fresh token, an express key by counting tokens, an OpenAI-compatible key by listing models.) A key Google refuses is taken out
 of rotation exactly as a failed request would; a working disabled key is only reported (the owner
 decides to re-enable it).
 """
@@ -16,7 +17,6 @@ from typing import Any, Callable
 from ..pool.keys import Key, KeyPool
 from ..pool.policy import KeyEffect, verdict
 from ..upstream.failures import UpstreamFailure
-from ..upstream.gemini import GeminiClient
 
 PARALLEL = 4
 KEEP_JOBS = 20
@@ -39,9 +39,10 @@ class TestJob:
 
 
 class KeyTests:
-    def __init__(self, pool: KeyPool, gemini: GeminiClient, redact: Callable[[str], str]):
+    def __init__(self, pool: KeyPool, client_for: Callable[[Key], Any], redact: Callable[[str], str]):
+        """`client_for(key)`: the upstream client of the key's provider (each has `check_key`)."""
         self.pool = pool
-        self.gemini = gemini
+        self.client_for = client_for
         self.redact = redact
         self.jobs: dict[str, TestJob] = {}
         self._ids = itertools.count(1)
@@ -61,7 +62,7 @@ class KeyTests:
     async def _one(self, key: Key) -> dict[str, Any]:
         t0 = time.monotonic()
         try:
-            await self.gemini.check_key(key.secret)
+            await self.client_for(key).check_key(key.secret)
         except UpstreamFailure as f:
             message = self.redact(" ".join(f.message.split()))
             disabled = False

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..auth import password_matches
 from ..errors import ApiError
 from ..pool.keys import Key, valid_key_text
+from ..providers.vertex import HANDLE
 from ..redact import fingerprint, mask
 from ..settings import Settings
 from .audit import Audit
@@ -56,7 +57,7 @@ class AdminService:
         self.throttle = LoginThrottle(kl.clock, lambda: kl.settings.ADMIN_LOGIN_ATTEMPTS)
         self.audit = Audit(kl.db, kl.clock, kl.redactor)
         self.stats = Stats(kl)
-        self.tests = KeyTests(kl.pool, kl.gemini, kl.redactor)
+        self.tests = KeyTests(kl.pool, kl.client_for, kl.redactor)
         self.tests.on_done = self._tested
 
     async def load(self) -> Settings:
@@ -222,7 +223,9 @@ class AdminService:
             if e.status == 401:
                 await self.audit.record("export_refused", ip=actor.ip, via=actor.via, detail="wrong password")
             raise
-        keys = [k for k in self.kl.pool.keys if k.usable]
+        # real keys only: a Vertex service account's entry is a handle (its JSON stays in the environment),
+        # a keyless local upstream has none
+        keys = [k for k in self.kl.pool.keys if k.usable and k.secret and not k.secret.startswith(HANDLE)]
         await self.audit.record("keys_exported", ip=actor.ip, via=actor.via, detail=f"{len(keys)} working keys")
         return {"keys": [k.secret for k in keys], "count": len(keys)}
 
