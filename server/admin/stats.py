@@ -61,7 +61,7 @@ class Stats:
             "requests_today": total, "outcomes_today": {k: rows.get(k, 0) for k in OUTCOMES},
             "success_rate": _round(100.0 * rows.get("ok", 0) / total) if total else None,
             "requests_last_hour": hour_n, "p50_ms": _round(p50), "p95_ms": _round(p95),
-            "in_flight": max(0, kl.in_flight - 1), "keys": kl.pool.counts(), "models": len(kl.catalog.chat_models()),
+            "in_flight": max(0, kl.in_flight - 1), "keys": kl.pool.counts(), "models": len(kl.router.chat_models()),
             "stored_keys": sum(1 for k in kl.pool.keys if k.source == "dashboard"),
             "reuse": {**kl.reuse.stats.view(), "cached_now": len(kl.reuse)},
         }

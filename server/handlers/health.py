@@ -18,7 +18,7 @@ class HealthHandler(BaseHandler):
             "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
             "demo": kl.demo,
             "keys": kl.pool.counts(),
-            "models": len(kl.catalog.chat_models()),
+            "models": len(kl.router.chat_models()),
             "in_flight": max(0, kl.in_flight - 1),
             "open_streams": len(kl.keepalive),
             "refused_connections": kl.server.refused_connections if kl.server is not None else 0,
