@@ -154,3 +154,24 @@ def test_no_private_key_material_anywhere(start_keyloom, fake, accounts, caplog)
             assert pem_line not in body and accounts[0]["private_key_id"] not in body
     a.close()
     assert pem_line not in caplog.text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_vertex_answers_validate_against_the_openai_spec(start_keyloom, fake, accounts, stream):
+    from tests.support.openai_schema import validate
+    running = start_keyloom(**vertex_env(fake, accounts[:1], FAKE_STREAMING="false"))
+    body = {"model": "gemini-2.5-flash", "messages": HI, "stream": stream, "reasoning_effort": "low"}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    with running.http() as http:
+        r = http.post("/v1/chat/completions", headers=running.auth(), json=body)
+    assert r.status_code == 200
+    if not stream:
+        validate("CreateChatCompletionResponse", r.json())
+        return
+    chunks = [json.loads(line[6:]) for line in r.text.split("\n\n") if line.startswith("data: {")]
+    for c in chunks:
+        validate("CreateChatCompletionStreamResponse", c)
+    assert chunks[-1]["usage"]["total_tokens"] > 0 and r.text.endswith("data: [DONE]\n\n")
+    [call] = calls(fake, "streamGenerateContent")
+    assert call.body["generationConfig"]["thinkingConfig"] == {"includeThoughts": True, "thinkingBudget": 1024}
