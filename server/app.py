@@ -21,13 +21,16 @@ from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 
 from .admin.service import AdminService
+from .admin.sessions import Sessions
+from .conversations import Conversations
 from .catalog import ModelCatalog
 from .chat import ChatService
 from .clock import Clock, SystemClock
 from .dispatch import Dispatcher
 from .embeddings import EmbeddingService
 from .native import NativeService
-from .handlers.admin import STATIC, admin_routes
+from .handlers.admin import STATIC, AssetHandler, admin_routes
+from .handlers.playground import PLAYGROUND_ROUTES
 from .handlers.base import NotFoundHandler
 from .handlers.chat import ChatCompletionsHandler
 from .handlers.embeddings import EmbeddingsHandler
@@ -112,7 +115,8 @@ API_ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
 def routes(dashboard_path: str) -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     """The API, the dashboard at DASHBOARD_PATH, and the plain status page at / when the dashboard is elsewhere."""
     base = dashboard_path.rstrip("/")
-    found: list[tuple[str, type[tornado.web.RequestHandler]]] = [*API_ROUTES, *admin_routes(base)]
+    found: list[tuple[str, type[tornado.web.RequestHandler]]] = [
+        *API_ROUTES, *PLAYGROUND_ROUTES, (r"/chat/assets/([a-z0-9\-]+\.[a-z]+)", AssetHandler), *admin_routes(base)]
     if base:
         found.append((r"/", IndexHandler))
     return found
@@ -161,6 +165,10 @@ class Keyloom:
         self.native = NativeService(self.catalog, self.dispatcher, self.client_limits, get_settings)
         self.embeddings = EmbeddingService(self.catalog, self.dispatcher, self.client_limits, get_settings)
         self.admin = AdminService(self, settings)
+        self.chat_sessions = Sessions(self.db, self.clock, lambda: self.password,
+                                      lambda: self.settings.ADMIN_SESSION_HOURS, table="chat_session",
+                                      secret_name="chat_session_secret")
+        self.conversations = Conversations(self.db, self.clock)
         self.web = WebApp(self, routes(settings.DASHBOARD_PATH), default_handler_class=NotFoundHandler, log_function=self._log_request,
                           compress_response=False)
         self.server: LimitedHTTPServer | None = None
@@ -236,6 +244,7 @@ class Keyloom:
         s = self.settings
         await self.db.open()
         self.apply_settings(await self.admin.load())
+        await self.chat_sessions.load()
         await self.flusher.load()
         limit = int(s.MAX_REQUEST_BODY_MB * 1024 * 1024)
         self.server = LimitedHTTPServer(self.web, max_connections=s.MAX_CONNECTIONS, xheaders=False,

@@ -34,7 +34,13 @@ def _hash(token: str) -> str:
 
 
 class Sessions:
-    def __init__(self, db: Database, clock: Clock, password: Callable[[], str], hours: Callable[[], float]):
+    """Sessions of one page: the dashboard's (admin_session, signed with ADMIN_PASSWORD) or the chat
+    playground's (chat_session, signed with PASSWORD)."""
+
+    def __init__(self, db: Database, clock: Clock, password: Callable[[], str], hours: Callable[[], float],
+                 table: str = "admin_session", secret_name: str = "session_secret"):
+        self.table = table
+        self.secret_name = secret_name
         self.db = db
         self.clock = clock
         self.password = password
@@ -43,17 +49,17 @@ class Sessions:
         self._by_hash: dict[str, Session] = {}
 
     async def load(self) -> None:
-        rows = await self.db.fetchall("SELECT value FROM meta WHERE name = 'session_secret'")
+        rows = await self.db.fetchall("SELECT value FROM meta WHERE name = ?", (self.secret_name,))
         if rows:
             secret = rows[0][0]
         else:
             secret = secrets.token_hex(32)
-            await self.db.write([("INSERT OR IGNORE INTO meta (name, value) VALUES ('session_secret', ?)",
-                                  [(secret,)])])
+            await self.db.write([("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)",
+                                  [(self.secret_name, secret)])])
         self._secret = bytes.fromhex(secret)
         now = self.clock.time()
         for h, csrf, created, expires, ip in await self.db.fetchall(
-                "SELECT token_hash, csrf, created_at, expires_at, client_ip FROM admin_session WHERE expires_at > ? "
+                f"SELECT token_hash, csrf, created_at, expires_at, client_ip FROM {self.table} WHERE expires_at > ? "
                 "ORDER BY created_at", (now,)):
             self._by_hash[h] = Session(h, csrf, created, expires, ip)
 
@@ -88,15 +94,15 @@ class Sessions:
         for h in stale:
             self._by_hash.pop(h, None)
         await self.db.write([
-            ("DELETE FROM admin_session WHERE token_hash = ?", [(h,) for h in stale]),
-            ("INSERT INTO admin_session (token_hash, csrf, created_at, expires_at, client_ip) VALUES (?, ?, ?, ?, ?)",
+            (f"DELETE FROM {self.table} WHERE token_hash = ?", [(h,) for h in stale]),
+            (f"INSERT INTO {self.table} (token_hash, csrf, created_at, expires_at, client_ip) VALUES (?, ?, ?, ?, ?)",
              [(s.token_hash, s.csrf, s.created_at, s.expires_at, s.client_ip)])])
         self._by_hash[s.token_hash] = s
         return f"{token}.{self._sign(token)}", s
 
     async def end(self, session: Session) -> None:
         self._by_hash.pop(session.token_hash, None)
-        await self.db.write([("DELETE FROM admin_session WHERE token_hash = ?", [(session.token_hash,)])])
+        await self.db.write([(f"DELETE FROM {self.table} WHERE token_hash = ?", [(session.token_hash,)])])
 
     def __len__(self) -> int:
         return len(self._by_hash)

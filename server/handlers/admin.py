@@ -23,7 +23,8 @@ from .base import BaseHandler
 STATIC = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {"app.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript; charset=utf-8",
           "login.js": "text/javascript; charset=utf-8", "i18n.js": "text/javascript; charset=utf-8",
-          "icon.svg": "image/svg+xml"}
+          "icon.svg": "image/svg+xml", "chat.js": "text/javascript; charset=utf-8",
+          "chat.css": "text/css; charset=utf-8"}
 MAX_ADMIN_BODY = 2 * 1024 * 1024
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

@@ -3,6 +3,7 @@ authentication, bounded JSON bodies, and cancelling work when the client hangs u
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, TypeVar
@@ -178,7 +179,26 @@ class ApiHandler(BaseHandler):
     def auth_error(self) -> ApiError | None:
         if self.request.method == "OPTIONS" or authorized(self.request, self.kl.password):
             return None
+        if self.session_ok():
+            return None
         return unauthorized()
+
+    def session_ok(self) -> bool:
+        """Signed in on the chat playground (or the dashboard) in this browser: the session cookie, and on
+        anything but a read its CSRF token in X-CSRF-Token (the cookie alone could be sent by a form)."""
+        kl = self.kl
+        cookies = self.request.cookies
+        session = None
+        if "keyloom_chat" in cookies:
+            session = kl.chat_sessions.find(cookies["keyloom_chat"].value)
+        if session is None and "keyloom_session" in cookies:
+            session = kl.admin.sessions.find(cookies["keyloom_session"].value)
+        if session is None:
+            return False
+        if self.request.method in ("GET", "HEAD"):
+            return True
+        sent = self.request.headers.get("X-CSRF-Token", "")
+        return hmac.compare_digest(sent.encode("utf-8", "replace"), session.csrf.encode("ascii"))
 
     def prepare(self) -> None:
         super().prepare()

@@ -2,6 +2,15 @@
 /* Texts of the dashboard in English and 中文. The language follows the browser until switched. */
 const I18N = (function () {
   const en = {
+    "chat.intro": "Sign in to try models in the chat playground.", "chat.password": "Password",
+    "chat.hint": "The password is PASSWORD, the one clients use as their API key.",
+    "chat.new": "New chat", "chat.search": "Search", "chat.import": "Import JSON", "chat.title": "Title",
+    "chat.params": "Parameters", "chat.export_md": "Export .md", "chat.export_json": "Export .json",
+    "chat.delete": "Delete", "chat.system": "System prompt", "chat.stream": "Stream", "chat.placeholder": "Message (Enter to send, Shift+Enter for a new line)",
+    "chat.send": "Send", "chat.stop": "Stop", "chat.copy": "Copy", "chat.edit": "Edit", "chat.regenerate": "Regenerate",
+    "chat.you": "You", "chat.assistant": "Assistant", "chat.reasoning": "Reasoning", "chat.stopped": "Stopped.",
+    "chat.usage": "tokens: {p} in, {c} out ({r} reasoning)", "chat.send_edit": "Send from here",
+    "chat.renamed": "Renamed", "chat.confirm_delete": "Delete this conversation?", "chat.imported": "Imported",
     "demo": "demo", "logout": "Sign out", "close": "Close",
     "nav.overview": "Overview", "nav.keys": "Keys", "nav.requests": "Requests", "nav.settings": "Settings", "nav.audit": "Audit",
     "login.intro": "Sign in to see and manage your key pool.", "login.password": "Admin password", "login.submit": "Sign in",
@@ -59,6 +68,15 @@ const I18N = (function () {
     "action.export_refused": "export refused", "action.setting_changed": "setting changed", "action.setting_reset": "setting reset",
   };
   const zh = {
+    "chat.intro": "登录后即可在聊天页面试用模型。", "chat.password": "密码",
+    "chat.hint": "密码为 PASSWORD，即客户端用作 API Key 的那个密码。",
+    "chat.new": "新对话", "chat.search": "搜索", "chat.import": "导入 JSON", "chat.title": "标题",
+    "chat.params": "参数", "chat.export_md": "导出 .md", "chat.export_json": "导出 .json",
+    "chat.delete": "删除", "chat.system": "系统提示词", "chat.stream": "流式", "chat.placeholder": "输入消息（Enter 发送，Shift+Enter 换行）",
+    "chat.send": "发送", "chat.stop": "停止", "chat.copy": "复制", "chat.edit": "编辑", "chat.regenerate": "重新生成",
+    "chat.you": "你", "chat.assistant": "助手", "chat.reasoning": "思考过程", "chat.stopped": "已停止。",
+    "chat.usage": "token：输入 {p}，输出 {c}（思考 {r}）", "chat.send_edit": "从这里重新发送",
+    "chat.renamed": "已重命名", "chat.confirm_delete": "删除这个对话？", "chat.imported": "已导入",
     "demo": "演示", "logout": "退出登录", "close": "关闭",
     "nav.overview": "概览", "nav.keys": "密钥", "nav.requests": "请求", "nav.settings": "设置", "nav.audit": "审计",
     "login.intro": "登录以查看和管理你的密钥池。", "login.password": "管理密码", "login.submit": "登录",

@@ -14,7 +14,7 @@
     button.disabled = true;
     const input = document.getElementById("password");
     try {
-      const r = await fetch("api/login", {
+      const r = await fetch(form.dataset.action || "api/login", {
         method: "POST", credentials: "same-origin",
         headers: {"Content-Type": "application/json"},
         body: JSON.stringify({password: input.value}),

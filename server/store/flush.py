@@ -148,6 +148,7 @@ class Flusher:
             ("DELETE FROM request_log WHERE ts < ?", [(cutoff,)]),
             ("DELETE FROM request_daily WHERE day < ?", [(self.day_of()(now - DAILY_DAYS * 86400),)]),
             ("DELETE FROM admin_session WHERE expires_at < ?", [(now,)]),
+            ("DELETE FROM chat_session WHERE expires_at < ?", [(now,)]),
             ("DELETE FROM audit WHERE ts < ?", [(now - DAILY_DAYS * 86400,)]),
             ("DELETE FROM key_model_state WHERE (exhausted_day IS NULL OR exhausted_day < ?) "
              "AND (cooldown_until IS NULL OR cooldown_until < ?)", [(self.pool.quota_day.today(), now)]),

@@ -1,0 +1,204 @@
+"""Saved conversations of the chat playground, in SQLite.
+
+A conversation is read and written whole (title, model, parameters, messages); validation here keeps
+what is stored small and well-formed whatever a client sends. Exports are Markdown (to read) or JSON
+(to import again); an import always creates a new conversation.
+"""
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import ujson
+
+from .clock import Clock
+from .errors import ApiError, bad_request
+from .store.db import Database
+
+ROLES = ("system", "user", "assistant")
+PARAMS = {"temperature": (float, 0, 2), "top_p": (float, 0, 1), "top_k": (int, 1, 1000),
+          "presence_penalty": (float, -2, 2), "frequency_penalty": (float, -2, 2), "max_tokens": (int, 1, 1_000_000),
+          "reasoning_effort": (str, None, None), "stream": (bool, None, None), "system": (str, None, None)}
+EFFORTS = ("", "none", "minimal", "low", "medium", "high")
+MAX_MESSAGES = 2000
+MAX_TEXT = 1_000_000
+MAX_IMAGE = 20 * 1024 * 1024
+MAX_TITLE = 200
+EXPORT_FORMAT = "keyloom-conversation/1"
+
+
+def not_found(cid: str) -> ApiError:
+    return ApiError(404, f"No conversation {cid!r}.", code="conversation_not_found")
+
+
+def _params(raw: Any) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise bad_request("params must be an object", "params")
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in PARAMS:
+            raise bad_request(f"params.{name} is not a parameter the playground keeps", f"params.{name}")
+        if value is None:
+            continue
+        kind, lo, hi = PARAMS[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise bad_request(f"params.{name} must be a {kind.__name__}", f"params.{name}")
+        if lo is not None and not lo <= value <= hi:
+            raise bad_request(f"params.{name} must be between {lo} and {hi}", f"params.{name}")
+        if name == "reasoning_effort" and value not in EFFORTS:
+            raise bad_request(f"params.reasoning_effort must be one of {', '.join(e for e in EFFORTS if e)}",
+                              "params.reasoning_effort")
+        if name == "system" and len(value) > MAX_TEXT:
+            raise bad_request("params.system is too long", "params.system")
+        out[name] = value
+    return out
+
+
+def _messages(raw: Any) -> list[dict[str, Any]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or len(raw) > MAX_MESSAGES:
+        raise bad_request(f"messages must be a list of at most {MAX_MESSAGES} messages", "messages")
+    out = []
+    for i, m in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise bad_request(f"{where} must be an object with role system, user or assistant", where)
+        content = m.get("content", "")
+        if not isinstance(content, str) or len(content) > MAX_TEXT:
+            raise bad_request(f"{where}.content must be text (at most {MAX_TEXT} characters)", f"{where}.content")
+        msg: dict[str, Any] = {"role": m["role"], "content": content}
+        images = m.get("images") or []
+        if not isinstance(images, list) or not all(
+                isinstance(x, str) and x.startswith("data:image/") and len(x) <= MAX_IMAGE for x in images):
+            raise bad_request(f"{where}.images must be image data URLs", f"{where}.images")
+        if images:
+            msg["images"] = images
+        for field, kind in (("reasoning", str), ("error", str), ("model", str)):
+            if m.get(field) is not None:
+                if not isinstance(m[field], kind) or len(m[field]) > MAX_TEXT:
+                    raise bad_request(f"{where}.{field} must be text", f"{where}.{field}")
+                msg[field] = m[field]
+        usage = m.get("usage")
+        if usage is not None:
+            if not isinstance(usage, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                      for v in usage.values()) or len(usage) > 10:
+                raise bad_request(f"{where}.usage must hold token counts", f"{where}.usage")
+            msg["usage"] = usage
+        out.append(msg)
+    return out
+
+
+def _title(raw: Any, messages: list[dict[str, Any]]) -> str:
+    if raw is not None:
+        if not isinstance(raw, str) or not raw.strip():
+            raise bad_request("title must be non-empty text", "title")
+        return raw.strip()[:MAX_TITLE]
+    first = next((m["content"] for m in messages if m["role"] == "user" and m["content"].strip()), "")
+    return " ".join(first.split())[:80] or "New conversation"
+
+
+def _model(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or len(raw) > 200:
+        raise bad_request("model must be a model id", "model")
+    return raw
+
+
+def _search_text(title: str, messages: list[dict[str, Any]]) -> str:
+    return (title + "\n" + "\n".join(m["content"] for m in messages)).lower()[:MAX_TEXT]
+
+
+class Conversations:
+    def __init__(self, db: Database, clock: Clock):
+        self.db = db
+        self.clock = clock
+
+    @staticmethod
+    def _row(row: tuple) -> dict[str, Any]:
+        cid, title, model, params, messages, created, updated = row
+        return {"id": cid, "title": title, "model": model, "params": ujson.loads(params),
+                "messages": ujson.loads(messages), "created_at": created, "updated_at": updated}
+
+    async def list(self, query: str = "") -> list[dict[str, Any]]:
+        sql = "SELECT id, title, model, created_at, updated_at, json_array_length(messages) FROM conversation"
+        args: tuple = ()
+        if query.strip():
+            sql += " WHERE instr(search_text, ?) > 0"
+            args = (query.strip().lower(),)
+        rows = await self.db.fetchall(sql + " ORDER BY updated_at DESC LIMIT 500", args)
+        return [{"id": r[0], "title": r[1], "model": r[2], "created_at": r[3], "updated_at": r[4],
+                 "message_count": r[5]} for r in rows]
+
+    async def get(self, cid: str) -> dict[str, Any]:
+        rows = await self.db.fetchall("SELECT id, title, model, params, messages, created_at, updated_at "
+                                      "FROM conversation WHERE id = ?", (cid,))
+        if not rows:
+            raise not_found(cid)
+        return self._row(rows[0])
+
+    async def create(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise bad_request("the request body must be a JSON object")
+        messages = _messages(body.get("messages"))
+        params = _params(body.get("params"))
+        title = _title(body.get("title"), messages)
+        model = _model(body.get("model"))
+        cid = secrets.token_hex(8)
+        now = self.clock.time()
+        await self.db.write([("INSERT INTO conversation (id, title, model, params, messages, search_text, "
+                              "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                              [(cid, title, model, ujson.dumps(params), ujson.dumps(messages),
+                                _search_text(title, messages), now, now)])])
+        return await self.get(cid)
+
+    async def update(self, cid: str, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise bad_request("the request body must be a JSON object")
+        current = await self.get(cid)
+        messages = _messages(body["messages"]) if "messages" in body else current["messages"]
+        params = _params(body["params"]) if "params" in body else current["params"]
+        model = _model(body["model"]) if "model" in body else current["model"]
+        title = _title(body["title"], messages) if "title" in body else current["title"]
+        if title == "New conversation" and "title" not in body:
+            title = _title(None, messages)
+        await self.db.write([("UPDATE conversation SET title = ?, model = ?, params = ?, messages = ?, "
+                              "search_text = ?, updated_at = ? WHERE id = ?",
+                              [(title, model, ujson.dumps(params), ujson.dumps(messages),
+                                _search_text(title, messages), self.clock.time(), cid)])])
+        return await self.get(cid)
+
+    async def delete(self, cid: str) -> None:
+        await self.get(cid)
+        await self.db.write([("DELETE FROM conversation WHERE id = ?", [(cid,)])])
+
+    async def export_json(self, cid: str) -> dict[str, Any]:
+        c = await self.get(cid)
+        return {"format": EXPORT_FORMAT, "title": c["title"], "model": c["model"], "params": c["params"],
+                "messages": c["messages"], "created_at": c["created_at"]}
+
+    async def export_markdown(self, cid: str) -> str:
+        c = await self.get(cid)
+        lines = [f"# {c['title']}", ""]
+        if c["model"]:
+            lines += [f"Model: `{c['model']}`", ""]
+        if c["params"].get("system"):
+            lines += ["## System", "", c["params"]["system"], ""]
+        for m in c["messages"]:
+            lines += [f"## {m['role'].capitalize()}", ""]
+            if m.get("reasoning"):
+                lines += ["<details><summary>Reasoning</summary>", "", m["reasoning"], "", "</details>", ""]
+            lines += [m["content"], ""]
+            if m.get("images"):
+                lines += [f"*({len(m['images'])} image(s) attached)*", ""]
+        return "\n".join(lines)
+
+    async def import_json(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or body.get("format") != EXPORT_FORMAT:
+            raise bad_request(f"not a conversation export (expected \"format\": \"{EXPORT_FORMAT}\")", "format")
+        return await self.create({k: body.get(k) for k in ("title", "model", "params", "messages")})

@@ -1,0 +1,168 @@
+"""The chat playground at /chat, and its JSON API (/api/conversations…, /api/render).
+
+The page signs in with PASSWORD (it spends keys like any client); a dashboard session works too. The
+API takes the same credentials as /v1 (Bearer PASSWORD …) or the page's session cookie with its CSRF
+token. Thin handlers: the work is in `conversations.py` and `render.py`.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import ujson
+
+from ..admin.service import wrong_password
+from ..admin.sessions import COOKIE as ADMIN_COOKIE
+from ..auth import password_matches
+from ..errors import ApiError, bad_request
+from ..limits import client_ip
+from ..render import render
+from .admin import PAGE_HEADERS
+from .base import ApiHandler, BaseHandler
+
+CHAT_COOKIE = "keyloom_chat"
+MAX_RENDER_ITEMS = 500
+
+
+class _Page(BaseHandler):
+    def set_default_headers(self) -> None:  # same-origin only
+        pass
+
+    def session(self) -> Any:
+        kl = self.kl
+        return kl.chat_sessions.find(self.get_cookie(CHAT_COOKIE)) or kl.admin.sessions.find(
+            self.get_cookie(ADMIN_COOKIE))
+
+
+class ChatPageHandler(_Page):
+    def get(self) -> None:
+        page = "chat.html" if self.session() is not None else "chat-login.html"
+        for k, v in PAGE_HEADERS.items():
+            self.set_header(k, v)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(self.kl.static_file(page))
+
+    head = get
+
+
+class ChatLoginHandler(_Page):
+    async def post(self) -> None:
+        kl = self.kl
+        ip = client_ip(self.request, kl.proxy_hops)
+        if self.request.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
+            raise ApiError(415, "Send the request as application/json.", code="unsupported_media_type")
+        try:
+            password = ujson.loads(self.request.body or b"{}").get("password")
+        except (ValueError, AttributeError):
+            raise bad_request("The request body is not a JSON object.") from None
+        wait = kl.admin.throttle.retry_after(ip)
+        if wait:
+            from ..admin.service import too_many_attempts
+            raise too_many_attempts(wait)
+        if not isinstance(password, str) or not password_matches(password, kl.password):
+            kl.admin.throttle.failed(ip)
+            raise wrong_password()
+        kl.admin.throttle.succeeded(ip)
+        cookie, s = await kl.chat_sessions.create(ip)
+        self.set_cookie(CHAT_COOKIE, cookie, path="/", httponly=True, samesite="Strict",
+                        expires=datetime.fromtimestamp(s.expires_at, timezone.utc))
+        self.write_json({"csrf": s.csrf, "expires_at": s.expires_at})
+
+
+class ChatSessionHandler(_Page):
+    def get(self) -> None:
+        s = self.session()
+        if s is None:
+            raise ApiError(401, "Sign in first.", code="unauthorized")
+        self.set_header("Cache-Control", "no-store")
+        self.write_json({"csrf": s.csrf, "expires_at": s.expires_at})
+
+    async def post(self) -> None:  # sign out
+        s = self.kl.chat_sessions.find(self.get_cookie(CHAT_COOKIE))
+        if s is not None:
+            await self.kl.chat_sessions.end(s)
+        self.clear_cookie(CHAT_COOKIE, path="/")
+        self.write_json({"signed_out": True})
+
+
+class _Api(ApiHandler):
+    def set_default_headers(self) -> None:  # same-origin only: no CORS for saved conversations
+        pass
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.set_header("Cache-Control", "no-store")
+
+    def body(self) -> Any:
+        try:
+            return ujson.loads(self.request.body or b"")
+        except (ValueError, OverflowError):
+            raise bad_request("The request body is not valid JSON.") from None
+
+
+class ConversationsHandler(_Api):
+    async def get(self) -> None:
+        self.write_json({"conversations": await self.kl.conversations.list(self.get_query_argument("q", ""))})
+
+    async def post(self) -> None:
+        self.write_json(await self.kl.conversations.create(self.body()), 201)
+
+
+class ConversationImportHandler(_Api):
+    async def post(self) -> None:
+        self.write_json(await self.kl.conversations.import_json(self.body()), 201)
+
+
+class ConversationHandler(_Api):
+    async def get(self, cid: str) -> None:
+        self.write_json(await self.kl.conversations.get(cid))
+
+    async def put(self, cid: str) -> None:
+        self.write_json(await self.kl.conversations.update(cid, self.body()))
+
+    async def delete(self, cid: str) -> None:
+        await self.kl.conversations.delete(cid)
+        self.write_json({"deleted": cid})
+
+
+class ConversationExportHandler(_Api):
+    async def get(self, cid: str) -> None:
+        fmt = self.get_query_argument("format", "json")
+        store = self.kl.conversations
+        if fmt == "md":
+            text = await store.export_markdown(cid)
+            self.set_header("Content-Type", "text/markdown; charset=utf-8")
+            self.set_header("Content-Disposition", f'attachment; filename="conversation-{cid}.md"')
+            self.finish(text.encode("utf-8"))
+        elif fmt == "json":
+            data = await store.export_json(cid)
+            self.set_header("Content-Disposition", f'attachment; filename="conversation-{cid}.json"')
+            self.write_json(data)
+        else:
+            raise bad_request("format must be md or json", "format")
+
+
+class RenderHandler(_Api):
+    """Markdown → sanitized HTML: `{"markdown": "…"}` or `{"markdown": ["…", …]}`."""
+
+    def post(self) -> None:
+        body = self.body()
+        md = body.get("markdown") if isinstance(body, dict) else None
+        if isinstance(md, str):
+            self.write_json({"html": render(md)})
+        elif isinstance(md, list) and len(md) <= MAX_RENDER_ITEMS and all(isinstance(x, str) for x in md):
+            self.write_json({"html": [render(x) for x in md]})
+        else:
+            raise bad_request(f"markdown must be text or a list of at most {MAX_RENDER_ITEMS} texts", "markdown")
+
+
+PLAYGROUND_ROUTES: list[tuple[str, type[BaseHandler]]] = [
+    (r"/chat/?", ChatPageHandler),
+    (r"/chat/login", ChatLoginHandler),
+    (r"/chat/session", ChatSessionHandler),
+    (r"/api/conversations/?", ConversationsHandler),
+    (r"/api/conversations/import", ConversationImportHandler),
+    (r"/api/conversations/([0-9a-f]{16})", ConversationHandler),
+    (r"/api/conversations/([0-9a-f]{16})/export", ConversationExportHandler),
+    (r"/api/render", RenderHandler),
+]
