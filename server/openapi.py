@@ -134,6 +134,33 @@ EMBEDDING_RESPONSE = {
     },
 }
 
+CONVERSATION_WRITE = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string"}, "model": {"type": ["string", "null"]},
+        "params": {"type": "object", "properties": {
+            "temperature": {"type": "number"}, "top_p": {"type": "number"}, "top_k": {"type": "integer"},
+            "presence_penalty": {"type": "number"}, "frequency_penalty": {"type": "number"},
+            "max_tokens": {"type": "integer"}, "reasoning_effort": {"type": "string"}, "stream": {"type": "boolean"},
+            "system": {"type": "string"}}},
+        "messages": {"type": "array", "items": {"type": "object", "required": ["role", "content"], "properties": {
+            "role": {"type": "string", "enum": ["system", "user", "assistant"]}, "content": {"type": "string"},
+            "images": {"type": "array", "items": {"type": "string"}}, "reasoning": {"type": "string"},
+            "error": {"type": "string"}, "model": {"type": "string"},
+            "usage": {"type": "object", "additionalProperties": {"type": "integer"}}}}},
+    },
+}
+CONVERSATION = {"allOf": [CONVERSATION_WRITE, {"type": "object", "required": ["id", "title", "messages"],
+                                               "properties": {"id": {"type": "string"},
+                                                              "created_at": {"type": "number"},
+                                                              "updated_at": {"type": "number"}}}]}
+_CID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}]
+
+
+def _json(ref: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+
+
 MODEL = {
     "type": "object",
     "required": ["id", "object", "created", "owned_by"],
@@ -184,6 +211,49 @@ def document() -> dict[str, Any]:
                 "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
                     "$ref": "#/components/schemas/Model"}}}}, **_errors(401, 404)}}},
+            "/api/conversations": {
+                "get": {"operationId": "listConversations", "summary": "Saved chat-playground conversations "
+                        "(newest first); q searches titles and messages",
+                        "parameters": [{"name": "q", "in": "query", "required": False, "schema": {"type": "string"}}],
+                        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["conversations"],
+                            "properties": {"conversations": {"type": "array"}}}}}}, **_errors(401)}},
+                "post": {"operationId": "createConversation",
+                         "requestBody": {"required": True, "content": _json("ConversationWrite")},
+                         "responses": {"201": {"description": "Created", "content": _json("Conversation")},
+                                       **_errors(400, 401)}}},
+            "/api/conversations/import": {"post": {
+                "operationId": "importConversation", "summary": "A JSON export, as a new conversation",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+                "responses": {"201": {"description": "Created", "content": _json("Conversation")},
+                              **_errors(400, 401)}}},
+            "/api/conversations/{id}": {
+                "parameters": _CID,
+                "get": {"operationId": "getConversation",
+                        "responses": {"200": {"description": "OK", "content": _json("Conversation")},
+                                      **_errors(401, 404)}},
+                "put": {"operationId": "updateConversation", "summary": "Change any of title, model, params, "
+                        "messages", "requestBody": {"required": True, "content": _json("ConversationWrite")},
+                        "responses": {"200": {"description": "OK", "content": _json("Conversation")},
+                                      **_errors(400, 401, 404)}},
+                "delete": {"operationId": "deleteConversation",
+                           "responses": {"200": {"description": "Deleted", "content": {"application/json": {
+                               "schema": {"type": "object"}}}}, **_errors(401, 404)}}},
+            "/api/conversations/{id}/export": {"get": {
+                "operationId": "exportConversation", "parameters": [*_CID, {
+                    "name": "format", "in": "query", "required": False,
+                    "schema": {"type": "string", "enum": ["json", "md"]}}],
+                "responses": {"200": {"description": "The conversation as JSON (importable) or Markdown",
+                                      "content": {"application/json": {"schema": {"type": "object"}},
+                                                  "text/markdown": {"schema": {"type": "string"}}}},
+                              **_errors(400, 401, 404)}}},
+            "/api/render": {"post": {
+                "operationId": "renderMarkdown", "summary": "Markdown to sanitized HTML (as the playground shows it)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["markdown"], "properties": {"markdown": {
+                        "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}}}}}},
+                "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["html"]}}}}, **_errors(400, 401)}}},
             "/health": {"get": {
                 "operationId": "health", "summary": "Liveness and counts; no authentication, no secrets",
                 "security": [],
@@ -204,6 +274,8 @@ def document() -> dict[str, Any]:
                 "ChatCompletion": CHAT_COMPLETION,
                 "Model": MODEL,
                 "EmbeddingRequest": EMBEDDING_REQUEST,
+                "ConversationWrite": CONVERSATION_WRITE,
+                "Conversation": CONVERSATION,
                 "EmbeddingResponse": EMBEDDING_RESPONSE,
                 "ErrorResponse": {"type": "object", "required": ["error"], "properties": {"error": {
                     "type": "object", "required": ["message", "type", "param", "code"],
