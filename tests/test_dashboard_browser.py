@@ -39,9 +39,11 @@ def browser():
 
 
 def shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=name.endswith("full"))
-    if os.environ.get("KEYLOOM_UPDATE_SCREENSHOTS") and name in ("dashboard-desktop", "dashboard-phone"):
+    if os.environ.get("KEYLOOM_UPDATE_SCREENSHOTS") and name in ("dashboard-desktop", "dashboard-phone",
+                                                                  "chat-desktop", "chat-phone"):
         README_SHOTS.mkdir(exist_ok=True)
         shutil.copy(path, README_SHOTS / path.name)
     return path
