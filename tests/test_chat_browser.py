@@ -154,6 +154,28 @@ def test_chat_playground_end_to_end(browser, start_keyloom, fake):
     ctx.close()
 
 
+def test_stop_cancels_the_upstream_call_with_the_default_cache_and_fake_streaming(browser, start_keyloom, fake):
+    """With the cache on, a client that hangs up does not cancel its call (the answer is kept); the
+    playground's Stop asks for the cancellation explicitly (X-Keyloom-Cancel: on-close)."""
+    running = start_keyloom(FAKE_STREAMING="true", CACHE_EXPIRY_TIME="600", FAKE_STREAMING_INTERVAL="0.2")
+    page = browser.new_page(viewport={"width": 1100, "height": 800})
+    sign_in(page, running.url)
+    fake.script.append(Reply(body=text_reply(STORY), delay=5.0))
+    page.fill("#input", "slow please")
+    page.click("#send")
+    expect(page.locator("#stop")).to_be_visible()
+    deadline = time.monotonic() + 5
+    while not fake.generate_calls() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    page.click("#stop")
+    expect(page.locator(".msg.assistant").last).to_contain_text("Stopped.")
+    deadline = time.monotonic() + 5
+    while fake.cancelled == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake.cancelled == 1 and len(running.kl.reuse) == 0
+    page.close()
+
+
 def test_model_output_stays_inert(browser, start_keyloom, fake):
     running = start_keyloom()
     page = browser.new_page(viewport={"width": 1100, "height": 800})

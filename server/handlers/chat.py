@@ -22,6 +22,8 @@ class ChatCompletionsHandler(LoggedHandler):
         """A non-streaming (or fake-streaming) answer whose client left is still wanted when the cache
         keeps it or another identical request waits for it: then hanging up does not cancel the call."""
         plan = self.plan
+        if self.request.headers.get("X-Keyloom-Cancel") == "on-close":
+            return False  # the caller's Stop means stop (the chat playground says so)
         return plan is not None and bool(plan.reuse_key) and self.kl.reuse.keeps(plan.reuse_key)
 
     async def post(self) -> None:

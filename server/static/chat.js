@@ -182,7 +182,8 @@
     setBusy(true);
     try {
       const r = await fetch("/v1/chat/completions", {method: "POST", credentials: "same-origin",
-        headers: {"Content-Type": "application/json", "X-CSRF-Token": st.csrf}, body: JSON.stringify(req),
+        headers: {"Content-Type": "application/json", "X-CSRF-Token": st.csrf, "X-Keyloom-Cancel": "on-close"},
+        body: JSON.stringify(req),
         signal: st.controller.signal});
       if (!r.ok) {
         const data = await r.json().catch(() => null);
