@@ -21,7 +21,7 @@ from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 
 from .admin.service import AdminService
-from .admin.sessions import Sessions
+from .admin.sessions import CHAT_COOKIE, COOKIE, Sessions
 from .conversations import Conversations
 from .catalog import ModelCatalog
 from .chat import ChatService
@@ -197,6 +197,11 @@ class Keyloom:
             self.pool.limits.per_provider[cfg.name] = cfg.daily_limit
             upstreams.append(Upstream(cfg, client, Dispatcher(self.pool, client, get_settings, cfg.name)))
         return Router(self.catalog, self.pool, vertex, upstreams)
+
+    def page_session(self, get_cookie: Any) -> Any:
+        """The browser's session: the chat playground's, else the dashboard's (either may use /chat and the
+        conversation API)."""
+        return self.chat_sessions.find(get_cookie(CHAT_COOKIE)) or self.admin.sessions.find(get_cookie(COOKIE))
 
     def client_for(self, key: Any) -> Any:
         """The upstream client a credential is used with (for key tests)."""

@@ -24,7 +24,6 @@ from .settings import Settings
 from .translate.gemini_to_openai import token_counts
 from .upstream.failures import (BadResponse, EmptyReply, PromptBlocked, QuotaExceeded, Unreachable, UpstreamFailure,
                                 classify_reply)
-from .upstream.gemini import GeminiClient
 
 log = logging.getLogger("keyloom.dispatch")
 T = TypeVar("T")

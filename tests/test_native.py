@@ -2,7 +2,6 @@
 count tokens, embed. The fake sees pooled keys and the client's bodies unchanged."""
 from __future__ import annotations
 
-import httpx
 import pytest
 import ujson
 from google import genai

@@ -11,7 +11,6 @@ import openai
 import pytest
 
 from server.clock import ManualClock
-from tests.conftest import PASSWORD
 from tests.fake_gemini import Reply, text_reply
 
 BODY = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "tell me a story"}]}

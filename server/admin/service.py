@@ -76,12 +76,14 @@ class AdminService:
 
     # -- passwords -------------------------------------------------------------------------------
 
-    def check_password(self, ip: str, candidate: Any) -> None:
-        """Raises 429 while the IP is throttled, 401 on a wrong password (and counts it)."""
+    def check_password(self, ip: str, candidate: Any, password: str | None = None) -> None:
+        """Raises 429 while the IP is throttled, 401 on a wrong password (and counts it). `password`: the
+        one expected (default ADMIN_PASSWORD; the chat playground checks PASSWORD), the throttle is shared."""
         wait = self.throttle.retry_after(ip)
         if wait:
             raise too_many_attempts(wait)
-        if not isinstance(candidate, str) or not password_matches(candidate, self.kl.admin_password):
+        expected = self.kl.admin_password if password is None else password
+        if not isinstance(candidate, str) or not password_matches(candidate, expected):
             self.throttle.failed(ip)
             raise wrong_password()
         self.throttle.succeeded(ip)

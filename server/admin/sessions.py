@@ -16,7 +16,8 @@ from typing import Callable
 from ..clock import Clock
 from ..store.db import Database
 
-COOKIE = "keyloom_session"
+COOKIE = "keyloom_session"      # the dashboard's
+CHAT_COOKIE = "keyloom_chat"   # the chat playground's
 MAX_SESSIONS = 200  # oldest go first: a client cannot make the server hold more
 
 
@@ -27,6 +28,10 @@ class Session:
     created_at: float
     expires_at: float
     client_ip: str | None
+
+    def csrf_ok(self, sent: str | None) -> bool:
+        """The X-CSRF-Token a state-changing call sent is this session's (constant time)."""
+        return hmac.compare_digest((sent or "").encode("utf-8", "replace"), self.csrf.encode("ascii"))
 
 
 def _hash(token: str) -> str:

@@ -7,7 +7,6 @@ we never answer. Nothing is answered to a caller without credentials but 401.
 """
 from __future__ import annotations
 
-import hmac
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {"app.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript; charset=utf-8",
           "login.js": "text/javascript; charset=utf-8", "i18n.js": "text/javascript; charset=utf-8",
           "icon.svg": "image/svg+xml", "chat.js": "text/javascript; charset=utf-8",
-          "chat.css": "text/css; charset=utf-8"}
+          "chat.css": "text/css; charset=utf-8", "ui.js": "text/javascript; charset=utf-8"}
 MAX_ADMIN_BODY = 2 * 1024 * 1024
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -111,8 +110,7 @@ class AdminApiHandler(_NoCors, BaseHandler):
         if self.session is None:
             raise sign_in_required()
         if changes:
-            sent = self.request.headers.get("X-CSRF-Token", "")
-            if not hmac.compare_digest(sent.encode("utf-8", "replace"), self.session.csrf.encode("ascii")):
+            if not self.session.csrf_ok(self.request.headers.get("X-CSRF-Token")):
                 raise ApiError(403, "Missing or wrong X-CSRF-Token: reload the dashboard.", code="csrf_failed")
         self.actor = Actor(ip, "session")
 

@@ -3,7 +3,6 @@ authentication, bounded JSON bodies, and cancelling work when the client hangs u
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, TypeVar
@@ -186,19 +185,10 @@ class ApiHandler(BaseHandler):
     def session_ok(self) -> bool:
         """Signed in on the chat playground (or the dashboard) in this browser: the session cookie, and on
         anything but a read its CSRF token in X-CSRF-Token (the cookie alone could be sent by a form)."""
-        kl = self.kl
-        cookies = self.request.cookies
-        session = None
-        if "keyloom_chat" in cookies:
-            session = kl.chat_sessions.find(cookies["keyloom_chat"].value)
-        if session is None and "keyloom_session" in cookies:
-            session = kl.admin.sessions.find(cookies["keyloom_session"].value)
+        session = self.kl.page_session(self.get_cookie)
         if session is None:
             return False
-        if self.request.method in ("GET", "HEAD"):
-            return True
-        sent = self.request.headers.get("X-CSRF-Token", "")
-        return hmac.compare_digest(sent.encode("utf-8", "replace"), session.csrf.encode("ascii"))
+        return self.request.method in ("GET", "HEAD") or session.csrf_ok(self.request.headers.get("X-CSRF-Token"))
 
     def prepare(self) -> None:
         super().prepare()

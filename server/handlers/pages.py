@@ -1,26 +1,18 @@
 """The page at / (until the dashboard arrives): says Keyloom is up and how to connect. No data."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..openapi import document
 from ..translate.sse import json_bytes
 from .base import BaseHandler
 
-STATIC = Path(__file__).resolve().parent.parent / "static"
-
 
 class IndexHandler(BaseHandler):
-    _page: bytes | None = None
-
     def get(self) -> None:
-        if IndexHandler._page is None:
-            IndexHandler._page = (STATIC / "index.html").read_bytes()
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; "
                                                    "script-src 'unsafe-inline'; frame-ancestors 'self' "
                                                    "https://huggingface.co https://*.hf.space")
-        self.finish(IndexHandler._page)
+        self.finish(self.kl.static_file("index.html"))
 
     head = get
 

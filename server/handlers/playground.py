@@ -11,16 +11,13 @@ from typing import Any
 
 import ujson
 
-from ..admin.service import wrong_password
-from ..admin.sessions import COOKIE as ADMIN_COOKIE
-from ..auth import password_matches
+from ..admin.sessions import CHAT_COOKIE
 from ..errors import ApiError, bad_request
 from ..limits import client_ip
 from ..render import render
 from .admin import PAGE_HEADERS
 from .base import ApiHandler, BaseHandler
 
-CHAT_COOKIE = "keyloom_chat"
 MAX_RENDER_ITEMS = 500
 
 
@@ -29,9 +26,7 @@ class _Page(BaseHandler):
         pass
 
     def session(self) -> Any:
-        kl = self.kl
-        return kl.chat_sessions.find(self.get_cookie(CHAT_COOKIE)) or kl.admin.sessions.find(
-            self.get_cookie(ADMIN_COOKIE))
+        return self.kl.page_session(self.get_cookie)
 
 
 class ChatPageHandler(_Page):
@@ -55,14 +50,7 @@ class ChatLoginHandler(_Page):
             password = ujson.loads(self.request.body or b"{}").get("password")
         except (ValueError, AttributeError):
             raise bad_request("The request body is not a JSON object.") from None
-        wait = kl.admin.throttle.retry_after(ip)
-        if wait:
-            from ..admin.service import too_many_attempts
-            raise too_many_attempts(wait)
-        if not isinstance(password, str) or not password_matches(password, kl.password):
-            kl.admin.throttle.failed(ip)
-            raise wrong_password()
-        kl.admin.throttle.succeeded(ip)
+        kl.admin.check_password(ip, password, kl.password)
         cookie, s = await kl.chat_sessions.create(ip)
         self.set_cookie(CHAT_COOKIE, cookie, path="/", httponly=True, samesite="Strict",
                         expires=datetime.fromtimestamp(s.expires_at, timezone.utc))

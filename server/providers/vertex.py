@@ -33,7 +33,6 @@ from google.oauth2 import service_account
 
 from ..clock import Clock
 from ..pool.keys import Key
-from ..redact import mask
 from ..upstream.failures import InvalidKey, UpstreamFailure
 from ..upstream.gemini import GeminiClient
 from ..upstream.http import HttpClient, Origin
@@ -221,5 +220,3 @@ def masked_secrets(config: VertexConfig) -> list[str]:
         out += [line for line in str(c.get("private_key", "")).splitlines() if len(line) > 20]
     return [s for s in out if s]
 
-
-__all__ = ["VertexClient", "ServiceAccount", "masked_secrets", "mask"]

@@ -6,24 +6,8 @@
   const t = (k, v) => I18N.t(k, v);
   const PARAMS = ["temperature", "top_p", "top_k", "presence_penalty", "frequency_penalty", "max_tokens"];
   const st = {csrf: null, conv: null, list: [], busy: false, controller: null, images: []};
+  const {el, toast} = UI;
 
-  function el(tag, attrs, ...children) {
-    const e = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === null || v === undefined || v === false) continue;
-      if (k === "class") e.className = v;
-      else if (k === "text") e.textContent = v;
-      else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-      else e.setAttribute(k, v === true ? "" : v);
-    }
-    for (const c of children) if (c !== null && c !== undefined) e.append(c);
-    return e;
-  }
-  function toast(msg, bad) {
-    const box = $("toast");
-    box.textContent = msg; box.className = "toast" + (bad ? " bad" : ""); box.hidden = false;
-    clearTimeout(toast.timer); toast.timer = setTimeout(() => { box.hidden = true; }, 4000);
-  }
   async function api(method, path, body) {
     const opts = {method, credentials: "same-origin", headers: {}};
     if (method !== "GET") {

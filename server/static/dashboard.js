@@ -9,18 +9,7 @@
                  editing: false, job: null};
 
   // -- helpers -----------------------------------------------------------------------------------
-  function el(tag, attrs, ...children) {
-    const e = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === null || v === undefined || v === false) continue;
-      if (k === "class") e.className = v;
-      else if (k === "text") e.textContent = v;
-      else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-      else e.setAttribute(k, v === true ? "" : v);
-    }
-    for (const c of children) if (c !== null && c !== undefined) e.append(c);
-    return e;
-  }
+  const {el, toast} = UI;
   function svg(tag, attrs) {
     const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
     for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
@@ -42,14 +31,6 @@
     return t("dur.s", {s});
   }
   function fmtNum(n) { return n === null || n === undefined ? "–" : Number(n).toLocaleString(I18N.lang === "zh" ? "zh-CN" : "en-US"); }
-  function toast(msg, bad) {
-    const box = $("toast");
-    box.textContent = msg;
-    box.className = "toast" + (bad ? " bad" : "");
-    box.hidden = false;
-    clearTimeout(toast.timer);
-    toast.timer = setTimeout(() => { box.hidden = true; }, 4500);
-  }
 
   async function api(method, path, body) {
     const opts = {method, credentials: "same-origin", headers: {}};

@@ -9,7 +9,7 @@ Messages are passed through the redactor: Google quotes keys in some of them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import ujson

@@ -1,6 +1,7 @@
 """A signed-in dashboard client for tests: httpx with the session cookie and the CSRF token."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -26,6 +27,16 @@ class AdminClient:
         r = self.get(path) if method == "GET" else self.call(method, path, body)
         assert r.status_code == 200, (r.status_code, r.text)
         return r.json()
+
+    def test_keys(self, fps: list[str] | None = None, timeout: float = 10.0) -> Any:
+        """Start a key test (all keys, or these fingerprints) and follow it to the end → the finished job."""
+        job = self.ok("POST", "keys/test", {} if fps is None else {"keys": fps})
+        deadline = time.monotonic() + timeout
+        while not job["finished"]:
+            assert time.monotonic() < deadline, f"key test {job['id']} did not finish: {job}"
+            time.sleep(0.02)
+            job = self.ok("GET", f"jobs/{job['id']}")
+        return job
 
     def close(self) -> None:
         self.http.close()
