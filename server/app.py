@@ -7,10 +7,12 @@ module global, so tests run several instances side by side in one process.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
 import socket
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,6 +22,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 
+from .admin.audit import Audit
 from .admin.service import AdminService
 from .admin.sessions import CHAT_COOKIE, COOKIE, Sessions
 from .conversations import Conversations
@@ -31,7 +34,7 @@ from .embeddings import EmbeddingService
 from .native import NativeService
 from .handlers.admin import STATIC, AssetHandler, admin_routes
 from .handlers.playground import PLAYGROUND_ROUTES
-from .handlers.base import NotFoundHandler
+from .handlers.base import SMALL_BODY, NotFoundHandler
 from .handlers.chat import ChatCompletionsHandler
 from .handlers.embeddings import EmbeddingsHandler
 from .handlers.native import NativeCallHandler, NativeModelsHandler
@@ -39,7 +42,7 @@ from .handlers.health import HealthHandler
 from .handlers.models import ModelHandler, ModelsHandler
 from .handlers.pages import IndexHandler, OpenApiHandler
 from .keepalive import KeepaliveTicker
-from .limits import ClientLimits, proxy_hops
+from .limits import ClientAddresses, ClientLimits, ClientSlots, client_key, proxy_hops
 from .pool.keys import KeyPool
 from .providers.config import Providers
 from .providers.config import load as load_providers
@@ -49,9 +52,13 @@ from .providers.router import Router, Upstream
 from .providers.vertex import VertexClient, masked_secrets
 from .pool.quota import DailyLimits, MemoryUsage, QuotaDay
 from .redact import Redactor
+from .render import Renderer
 from .reuse import Reuse
 from .settings import Settings
-from .store.db import DB_FILE, Database
+from .auth import ADMIN_PASSWORD_FILE, Gate, load_or_create_password
+from .store.db import DB_FILE, Database, DatabaseUnusable, explain
+from .store.lock import DataDirLock
+from .throttle import CredentialThrottle
 from .store.flush import Flusher
 from .store.requestlog import RequestLog
 from .upstream.gemini import GeminiClient
@@ -60,6 +67,8 @@ from .upstream.http import HttpClient
 log = logging.getLogger("keyloom")
 access_log = logging.getLogger("keyloom.access")
 _SLASHES = re.compile(r"/{2,}")
+MAX_HEADER_BYTES = 16 * 1024  # a request head larger than this is refused (Tornado's default is 64 KiB)
+BODY_CHUNK = 16 * 1024        # bodies are read (and passed to handlers) in pieces of at most this
 
 
 class WebApp(tornado.web.Application):
@@ -77,24 +86,40 @@ class WebApp(tornado.web.Application):
 
 
 class LimitedHTTPServer(HTTPServer):
-    """Refuses connections beyond MAX_CONNECTIONS instead of holding them."""
+    """Refuses connections beyond MAX_CONNECTIONS, and beyond MAX_CONNECTIONS_PER_CLIENT from one address
+    (`slots`, None behind a trusted proxy, where every connection is the proxy's and the cap is applied
+    per forwarded client to requests instead), rather than holding them."""
 
-    def initialize(self, *args: Any, max_connections: int = 10000, **kwargs: Any) -> None:  # type: ignore[override]
+    def initialize(self, *args: Any, max_connections: int = 10000,  # type: ignore[override]
+                   slots: ClientSlots | None = None, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
         self.max_connections = max_connections
+        self.slots = slots
         self.open_connections = 0
         self.refused_connections = 0
+        self._clients: dict[int, str] = {}  # id(stream) → client, for the connections counted in `slots`
 
     def handle_stream(self, stream: Any, address: Any) -> None:
         if self.open_connections >= self.max_connections:
             self.refused_connections += 1
             stream.close()
             return
+        if self.slots is not None and isinstance(address, tuple):
+            client = client_key(address[0])
+            if not self.slots.take(client):
+                self.refused_connections += 1
+                stream.close()
+                return
+            self._clients[id(stream)] = client
         self.open_connections += 1
         super().handle_stream(stream, address)
 
-    def on_close(self, server_conn: object) -> None:
+    def on_close(self, server_conn: Any) -> None:
         self.open_connections -= 1
+        if self.slots is not None:
+            client = self._clients.pop(id(server_conn.stream), None)
+            if client is not None:
+                self.slots.give(client)
         super().on_close(server_conn)
 
 
@@ -122,10 +147,16 @@ def routes(dashboard_path: str) -> list[tuple[str, type[tornado.web.RequestHandl
     return found
 
 
+class StartupError(RuntimeError):
+    """Keyloom cannot start; the message is one line saying what to do."""
+
+
 class Keyloom:
     def __init__(self, settings: Settings, *, password: str, data_dir: Path, clock: Clock | None = None,
                  demo: bool = False, redactor: Redactor | None = None, env: Mapping[str, str] | None = None,
-                 providers: Providers | None = None):
+                 providers: Providers | None = None, admin_password: str | None = None):
+        """`admin_password`: the dashboard's (start-up resolves it); None → ADMIN_PASSWORD, WEB_PASSWORD, else
+        the one generated into DATA_DIR. Never the client password unless the owner set both alike."""
         self.settings = settings
         self.password = password
         self.data_dir = data_dir
@@ -133,7 +164,13 @@ class Keyloom:
         self.demo = demo
         self.started_mono = self.clock.monotonic()
         self.in_flight = 0
-        self.admin_password = settings.ADMIN_PASSWORD or settings.WEB_PASSWORD or password
+        if admin_password is None:
+            admin_password = settings.ADMIN_PASSWORD or settings.WEB_PASSWORD or \
+                load_or_create_password("", data_dir, ADMIN_PASSWORD_FILE)[0]
+        self.admin_password = admin_password
+        self.lock = DataDirLock(data_dir)
+        self.throttle = CredentialThrottle(self.clock, lambda: self.settings.ADMIN_LOGIN_ATTEMPTS)
+        self.gate = Gate(self.throttle)
         self.dashboard_base = settings.DASHBOARD_PATH.rstrip("/")
         self._static: dict[str, bytes] = {}
         get_settings = lambda: self.settings  # noqa: E731 - live settings can be swapped in later
@@ -142,10 +179,14 @@ class Keyloom:
                             MemoryUsage(self.quota_day.today()), display_tz=settings.TZ)
         self.client_limits = ClientLimits(get_settings, self.quota_day, self.clock)
         self.proxy_hops = proxy_hops(settings.TRUST_PROXY_HEADERS, os.environ if env is None else env)
+        self.addresses = ClientAddresses(self.proxy_hops)
+        self.slots = ClientSlots(lambda: self.settings.MAX_CONNECTIONS_PER_CLIENT)
         self.request_log = RequestLog()
         self.db = Database(data_dir / DB_FILE)
-        self.flusher = Flusher(self.db, self.pool, self.client_limits, self.request_log, get_settings, self.clock)
         self.redactor = redactor or Redactor()
+        self.audit = Audit(self.db, self.clock, self.redactor)
+        self.flusher = Flusher(self.db, self.pool, self.client_limits, self.request_log, get_settings, self.clock,
+                               self.audit)
         if demo:
             for k in self.pool.keys:
                 k.source = "demo"
@@ -168,7 +209,8 @@ class Keyloom:
         self.chat_sessions = Sessions(self.db, self.clock, lambda: self.password,
                                       lambda: self.settings.ADMIN_SESSION_HOURS, table="chat_session",
                                       secret_name="chat_session_secret")
-        self.conversations = Conversations(self.db, self.clock)
+        self.conversations = Conversations(self.db, self.clock, get_settings)
+        self.renderer = Renderer()  # its worker process starts on the first render, not here
         self.web = WebApp(self, routes(settings.DASHBOARD_PATH), default_handler_class=NotFoundHandler, log_function=self._log_request,
                           compress_response=False)
         self.server: LimitedHTTPServer | None = None
@@ -244,19 +286,39 @@ class Keyloom:
                            1000.0 * r.request_time())
 
     async def start(self, port: int | None = None, host: str | None = None) -> int:
-        """Open the database and read back today's state, listen (port 0 picks a free one), start background
-        work; returns the port."""
+        """Take DATA_DIR, bind the port (0 picks a free one), open the database and read back today's state,
+        then serve and start background work; returns the port. Each failure raises StartupError (or
+        DataDirBusy, DatabaseUnusable, SchemaTooNew) with one clear line, after closing what was opened:
+        a half-started process must exit, never linger."""
         s = self.settings
-        await self.db.open()
-        self.apply_settings(await self.admin.load())
-        await self.chat_sessions.load()
-        await self.flusher.load()
-        limit = int(s.MAX_REQUEST_BODY_MB * 1024 * 1024)
-        self.server = LimitedHTTPServer(self.web, max_connections=s.MAX_CONNECTIONS, xheaders=False,
-                                        max_body_size=limit, idle_connection_timeout=120, body_timeout=120,
-                                        max_buffer_size=limit + 65536)
-        sockets = bind_sockets(s.PORT if port is None else port, host if host is not None else s.HOST,
-                               family=socket.AF_UNSPEC, backlog=1024)
+        try:
+            self.lock.acquire()
+        except OSError as e:
+            raise StartupError(f"cannot write DATA_DIR {self.data_dir}: {e.strerror or e}. Make it writable, or set "
+                               "DATA_DIR to a writable directory.") from None
+        sockets: list[socket.socket] = []
+        try:
+            sockets = self._bind(s.PORT if port is None else port, host if host is not None else s.HOST)
+            await self.db.open()
+            try:
+                self.apply_settings(await self.admin.load())
+                await self.chat_sessions.load()
+                await self.flusher.load()
+                await self.conversations.load()
+            except sqlite3.Error as e:
+                raise DatabaseUnusable(explain(e, self.db.path)) from None
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            await self.db.close()
+            self.lock.release()
+            raise
+        self.server = LimitedHTTPServer(
+            self.web, max_connections=s.MAX_CONNECTIONS, slots=self.slots if self.proxy_hops <= 0 else None,
+            xheaders=False, idle_connection_timeout=s.CLIENT_HEADER_TIMEOUT, body_timeout=120,
+            # every handler streams its body and raises this after authenticating (handlers/base.py)
+            max_body_size=SMALL_BODY, max_header_size=MAX_HEADER_BYTES, chunk_size=BODY_CHUNK,
+            max_buffer_size=MAX_HEADER_BYTES + 2 * BODY_CHUNK)
         self.server.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         if self.pool.has("gemini"):
@@ -267,6 +329,21 @@ class Keyloom:
         self._refresher.start()
         self.flusher.start()
         return self.port
+
+    @staticmethod
+    def _bind(port: int, host: str) -> list[socket.socket]:
+        try:
+            return bind_sockets(port, host, family=socket.AF_UNSPEC, backlog=1024)
+        except socket.gaierror as e:
+            raise StartupError(f"cannot listen on HOST={host!r}: {e.strerror}. Set HOST to an address of this "
+                               "machine, such as 0.0.0.0 (all) or 127.0.0.1 (this machine only).") from None
+        except OSError as e:
+            hint = {errno.EADDRINUSE: "another program (maybe another Keyloom) is using this port: stop it or "
+                                      "set PORT to a free one",
+                    errno.EADDRNOTAVAIL: "HOST is not an address of this machine: use 0.0.0.0 or 127.0.0.1",
+                    errno.EACCES: "ports below 1024 need privileges: set PORT to 1024 or above"}.get(
+                e.errno or 0, "check HOST and PORT")
+            raise StartupError(f"cannot listen on {host}:{port}: {e.strerror or e}; {hint}.") from None
 
     def _refresh_models(self) -> None:
         if self.pool.has("gemini"):
@@ -301,5 +378,6 @@ class Keyloom:
             await self.flusher.stop()
         except Exception:
             log.exception("the last write to the database failed")
+        await self.renderer.close()
         await self.db.close()
         await self.http.close()

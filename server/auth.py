@@ -1,8 +1,11 @@
-"""The client password: where it comes from, how a request presents it, how it is checked.
+"""The two passwords: where they come from, how a request presents one, how it is checked.
 
-hajimi defaulted PASSWORD to `123`, which leaves a public Space open to anyone.
-Keyloom instead generates a strong password at first start when none is set,
-keeps it (mode 0600) in DATA_DIR so it survives restarts, and says it once.
+hajimi defaulted PASSWORD to `123`, which leaves a public Space open to anyone, and opened its
+dashboard with the same password it gave every client. Keyloom keeps the two apart: PASSWORD
+(the client password, often shared with friends) opens the API and the chat playground; the
+admin password (ADMIN_PASSWORD, or hajimi's WEB_PASSWORD) opens the dashboard, key export and
+settings. Each one that is not set is generated at first start, kept (mode 0600) in DATA_DIR so
+it survives restarts, and said once.
 """
 from __future__ import annotations
 
@@ -10,17 +13,22 @@ import hmac
 import os
 import secrets
 from pathlib import Path
+from typing import Callable, Iterable
 
 from tornado.httputil import HTTPServerRequest
 
+from .errors import ApiError, too_many_attempts
+from .throttle import CredentialThrottle
+
 PASSWORD_FILE = "password"
+ADMIN_PASSWORD_FILE = "admin_password"
 
 
-def load_or_create_password(configured: str, data_dir: Path) -> tuple[str, bool]:
-    """→ (password, True when it was generated just now)."""
+def load_or_create_password(configured: str, data_dir: Path, name: str = PASSWORD_FILE) -> tuple[str, bool]:
+    """→ (password, True when it was generated just now). `name`: the file in DATA_DIR that keeps it."""
     if configured:
         return configured, False
-    path = data_dir / PASSWORD_FILE
+    path = data_dir / name
     if path.exists():
         stored = path.read_text(encoding="utf-8").strip()
         if stored:
@@ -56,8 +64,27 @@ def password_matches(candidate: str, password: str) -> bool:
     return hmac.compare_digest(candidate.encode("utf-8"), password.encode("utf-8"))
 
 
-def authorized(request: HTTPServerRequest, password: str) -> bool:
+def matches_any(candidates: Iterable[str], password: str) -> bool:
     ok = False
-    for c in presented_credentials(request):
+    for c in candidates:
         ok |= password_matches(c, password)  # no early exit: same work whichever credential matched
     return ok
+
+
+class Gate:
+    """The one throttled password check behind every door (see throttle.py): refused while the client is
+    throttled, counted when wrong. On the success path: one dictionary lookup and the comparison."""
+
+    def __init__(self, throttle: CredentialThrottle):
+        self.throttle = throttle
+
+    def check(self, client: str, candidates: Iterable[str], password: str,
+              wrong: Callable[[], ApiError]) -> ApiError | None:
+        """None when one of `candidates` is `password`; else the error to answer (429 throttled, or `wrong()`)."""
+        wait = self.throttle.retry_after(client)
+        if wait:
+            return too_many_attempts(wait)
+        if matches_any(candidates, password):
+            return None
+        self.throttle.failed(client)
+        return wrong()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -62,6 +63,15 @@ def searchable(mid: str) -> bool:
 
 def model_id(name: str) -> str:
     return name[len("models/"):] if name.startswith("models/") else name
+
+
+# What a model id may look like, on every route: bounded, so a client cannot make Keyloom store or echo
+# kilobytes of "model" (":" and "/" occur in ids of other providers, such as llama3.1:8b or vertex/…).
+MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-:/]{0,127}$")
+
+
+def valid_model_id(mid: str) -> bool:
+    return MODEL_ID.match(mid) is not None
 
 
 class ModelCatalog:

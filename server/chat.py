@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
 import ujson
 
-from .catalog import ModelCatalog, Variant, model_id, split_variant
+from .catalog import ModelCatalog, Variant, model_id, split_variant, valid_model_id
 from .clock import Clock
 from .dispatch import Dispatcher, Trace
 from .errors import ApiError, bad_request, model_not_found
@@ -28,7 +27,6 @@ from .translate.openai_to_gemini import Extras, TranslationError, build_request,
 from .translate.sse import DONE, frames
 from .upstream.http import HttpClient
 
-MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-:/]{0,127}$")  # ":" and "/": ids of other providers (llama3.1:8b)
 
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -85,7 +83,7 @@ class ChatService:
         if not isinstance(model, str) or not model.strip():
             raise bad_request("model is required (a model id such as gemini-2.5-flash)", "model")
         model = model_id(model.strip())
-        if not MODEL_ID.match(model):
+        if not valid_model_id(model):
             raise bad_request("model is not a valid model id", "model")
         if route is not None:
             variant = Variant(route.upstream)
@@ -120,7 +118,9 @@ class ChatService:
             raise refused
         if urls:
             s = self.settings()
-            images = await fetch_images(self.http, urls, max_bytes=int(s.IMAGE_FETCH_MAX_MB * 1024 * 1024),
+            images = await fetch_images(self.http, urls, max_images=s.IMAGE_FETCH_MAX_IMAGES,
+                                        total_bytes=int(s.IMAGE_FETCH_TOTAL_MB * 1024 * 1024),
+                                        max_bytes=int(s.IMAGE_FETCH_MAX_MB * 1024 * 1024),
                                         timeout=s.IMAGE_FETCH_TIMEOUT, allow_private=s.IMAGE_FETCH_ALLOW_PRIVATE)
             encoded = self._encode(self._translate(req, traits, images, extras))
         plan = ChatPlan(model, stream, include_usage, encoded, trace, stream and s.FAKE_STREAMING,
@@ -142,6 +142,8 @@ class ChatService:
         except UnicodeEncodeError:
             raise bad_request("The request holds text that is not valid Unicode (a lone surrogate such as "
                               "\\ud800).") from None
+        except OverflowError:  # ujson: "Maximum recursion level reached" (tool arguments nested ~1 000 deep)
+            raise bad_request("The request nests values too deeply to pass on.") from None
 
     @staticmethod
     def _translate(req: dict[str, Any], traits: Any, images: dict[str, tuple[str, str]],

@@ -7,12 +7,13 @@ what is stored small and well-formed whatever a client sends. Exports are Markdo
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, Callable
 
 import ujson
 
 from .clock import Clock
 from .errors import ApiError, bad_request
+from .settings import Settings
 from .store.db import Database
 
 ROLES = ("system", "user", "assistant")
@@ -114,10 +115,44 @@ def _search_text(title: str, messages: list[dict[str, Any]]) -> str:
     return (title + "\n" + "\n".join(m["content"] for m in messages)).lower()[:MAX_TEXT]
 
 
+def _stored(title: str, params: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[str, str, str, str, int]:
+    """(title, params, messages, search text, bytes): the columns as stored, and what they take."""
+    p, m, search = ujson.dumps(params), ujson.dumps(messages), _search_text(title, messages)
+    size = sum(len(x.encode("utf-8", "surrogatepass")) for x in (title, p, m, search))
+    return title, p, m, search, size
+
+
+def too_many(limit: int) -> ApiError:
+    return ApiError(409, f"The playground keeps at most {limit} conversations (MAX_CONVERSATIONS); delete some "
+                         "first.", code="too_many_conversations")
+
+
+def too_large(limit_mb: float) -> ApiError:
+    return ApiError(413, f"Saved conversations may take at most {limit_mb:g} MiB together (MAX_CONVERSATIONS_MB); "
+                         "delete some (or their images) first.", code="storage_limit")
+
+
 class Conversations:
-    def __init__(self, db: Database, clock: Clock):
+    """Saved conversations; whoever holds the client password can write them, so their number and their
+    bytes are capped (MAX_CONVERSATIONS, MAX_CONVERSATIONS_MB), counted in memory from one query at start."""
+
+    def __init__(self, db: Database, clock: Clock, settings: Callable[[], Settings]):
         self.db = db
         self.clock = clock
+        self.settings = settings
+        self.count = 0
+        self.bytes = 0
+
+    async def load(self) -> None:
+        (count, total), = await self.db.fetchall("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM conversation")
+        self.count, self.bytes = int(count), int(total)
+
+    def _room(self, new: int, old: int = 0, adding: bool = False) -> None:
+        s = self.settings()
+        if adding and self.count >= s.MAX_CONVERSATIONS:
+            raise too_many(s.MAX_CONVERSATIONS)
+        if new > old and self.bytes - old + new > s.MAX_CONVERSATIONS_MB * 1024 * 1024:
+            raise too_large(s.MAX_CONVERSATIONS_MB)
 
     @staticmethod
     def _row(row: tuple) -> dict[str, Any]:
@@ -151,10 +186,13 @@ class Conversations:
         model = _model(body.get("model"))
         cid = secrets.token_hex(8)
         now = self.clock.time()
-        await self.db.write([("INSERT INTO conversation (id, title, model, params, messages, search_text, "
-                              "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                              [(cid, title, model, ujson.dumps(params), ujson.dumps(messages),
-                                _search_text(title, messages), now, now)])])
+        row = _stored(title, params, messages)
+        self._room(row[-1], adding=True)
+        await self.db.write([("INSERT INTO conversation (id, title, model, params, messages, search_text, bytes, "
+                              "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              [(cid, title, model, *row[1:], now, now)])])
+        self.count += 1
+        self.bytes += row[-1]
         return await self.get(cid)
 
     async def update(self, cid: str, body: Any) -> dict[str, Any]:
@@ -167,15 +205,26 @@ class Conversations:
         title = _title(body["title"], messages) if "title" in body else current["title"]
         if title == "New conversation" and "title" not in body:
             title = _title(None, messages)
+        row = _stored(title, params, messages)
+        old = await self._bytes(cid)
+        self._room(row[-1], old)
         await self.db.write([("UPDATE conversation SET title = ?, model = ?, params = ?, messages = ?, "
-                              "search_text = ?, updated_at = ? WHERE id = ?",
-                              [(title, model, ujson.dumps(params), ujson.dumps(messages),
-                                _search_text(title, messages), self.clock.time(), cid)])])
+                              "search_text = ?, bytes = ?, updated_at = ? WHERE id = ?",
+                              [(title, model, *row[1:], self.clock.time(), cid)])])
+        self.bytes += row[-1] - old
         return await self.get(cid)
 
+    async def _bytes(self, cid: str) -> int:
+        rows = await self.db.fetchall("SELECT bytes FROM conversation WHERE id = ?", (cid,))
+        if not rows:
+            raise not_found(cid)
+        return int(rows[0][0])
+
     async def delete(self, cid: str) -> None:
-        await self.get(cid)
+        old = await self._bytes(cid)
         await self.db.write([("DELETE FROM conversation WHERE id = ?", [(cid,)])])
+        self.count -= 1
+        self.bytes -= old
 
     async def export_json(self, cid: str) -> dict[str, Any]:
         c = await self.get(cid)

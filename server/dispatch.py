@@ -57,8 +57,11 @@ class Attempts:
     """Book-keeping for the attempts of one request, and what they do to the keys."""
 
     def __init__(self, pool: KeyPool, model: str, max_attempts: int, max_empty: int, trace: Trace | None = None,
-                 provider: str = "gemini"):
+                 provider: str = "gemini", deadline: float = 0.0):
+        """`deadline`: REQUEST_DEADLINE in seconds (0: none); the request ends with a 504 when it passes."""
         self.pool = pool
+        self.seconds = deadline
+        self.deadline = asyncio.get_running_loop().time() + deadline if deadline else 0.0
         self.provider = provider
         self.model = model
         self.max_attempts = max_attempts
@@ -119,8 +122,16 @@ class Attempts:
             self.avoid.add(key.fp)  # the other effects keep the key out through its state
         if v.empty:
             self.empty += 1
-        if final or not v.retry or (v.empty and self.empty > self.max_empty):
+        if final or not v.retry or (v.empty and self.empty > self.max_empty) or \
+                (v.limit and sum(type(f) is type(failure) for f in self.failures) >= v.limit):
             raise DispatchError(self.failures, model=model)
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (None: no deadline)."""
+        return max(0.0, self.deadline - asyncio.get_running_loop().time()) if self.deadline else None
+
+    def timed_out(self) -> DispatchError:
+        return DispatchError(self.failures, model=self.model, deadline=self.seconds, attempts=self.count)
 
     def exhausted(self) -> DispatchError:
         return DispatchError(self.failures, unavailable=self.pool.unavailable(self.model, self.avoid, self.provider),
@@ -158,7 +169,8 @@ class Dispatcher:
 
     def _attempts(self, model: str, trace: Trace | None) -> Attempts:
         s = self.settings()
-        return Attempts(self.pool, model, s.MAX_RETRY_NUM, s.MAX_EMPTY_RESPONSES, trace, self.provider)
+        return Attempts(self.pool, model, s.MAX_RETRY_NUM, s.MAX_EMPTY_RESPONSES, trace, self.provider,
+                        s.REQUEST_DEADLINE)
 
     async def _keys(self, attempts: Attempts, width: int) -> list[Key]:
         """Keys for the next round; waits briefly when every key is only resting; raises when none is left."""
@@ -169,6 +181,9 @@ class Dispatcher:
             if attempts.count < attempts.max_attempts and attempts.waits < MAX_WAITS:
                 u = self.pool.unavailable(attempts.model, attempts.avoid, self.provider)
                 if not u.quota and 0 < u.retry_after <= MAX_WAIT:
+                    left = attempts.remaining()
+                    if left is not None and left <= u.retry_after:
+                        raise attempts.timed_out()
                     attempts.waits += 1
                     await asyncio.sleep(u.retry_after)
                     continue
@@ -178,20 +193,30 @@ class Dispatcher:
                      spare: Callable[[T], None] | None = None) -> tuple[Key, T] | None:
         """Call with every key at once; the first success wins. The others are cancelled, or, with `spare`,
         left to finish in the background and their answers handed to `spare` (they are paid for anyway).
-        None when all failed (and may be retried)."""
+        None when all failed (and may be retried). Raises DispatchError when the request's deadline passes."""
+        left = attempts.remaining()
         if len(keys) == 1:
             key = keys[0]
+            scope = asyncio.timeout(left)
             try:
-                return key, await call(key)
+                async with scope:
+                    return key, await call(key)
             except UpstreamFailure as f:
                 attempts.failed(key, f)
                 return None
+            except TimeoutError:
+                if scope.expired():
+                    raise attempts.timed_out() from None
+                raise
         tasks = {asyncio.ensure_future(call(k)): k for k in keys}
         pending = set(tasks)
         won = None
         try:
             while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                done, pending = await asyncio.wait(pending, timeout=attempts.remaining(),
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    raise attempts.timed_out()
                 for task in done:
                     exc = task.exception()
                     if exc is None:

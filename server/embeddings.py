@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import ujson
 
-from .catalog import ModelCatalog
+from .catalog import ModelCatalog, valid_model_id
 from .dispatch import Dispatcher, Trace
 from .errors import bad_request, model_not_found
 from .limits import ClientLimits
@@ -31,6 +31,8 @@ class EmbeddingService:
             plan = emb.parse(req, self.settings().EMBEDDING_MODEL_MAP)
         except emb.EmbeddingError as e:
             raise bad_request(e.message, e.param) from None
+        if not valid_model_id(plan.model):
+            raise bad_request("model is not a valid model id", "model")
         trace.model = plan.model
         if not await self.catalog.knows_embedding(plan.model):
             raise model_not_found(plan.requested)

@@ -6,6 +6,8 @@ stream has begun).
 """
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 
@@ -52,3 +54,26 @@ def unauthorized() -> ApiError:
         code="invalid_api_key",
         headers={"WWW-Authenticate": 'Bearer realm="keyloom"'},
     )
+
+
+def too_many_attempts(wait: int) -> ApiError:
+    return ApiError(429, f"Too many wrong passwords or keys from this address; try again in {wait}s.",
+                    type="rate_limit_error", code="too_many_attempts", headers={"Retry-After": str(wait)})
+
+
+def too_many_connections() -> ApiError:
+    return ApiError(429, "Too many requests in progress from this address (MAX_CONNECTIONS_PER_CLIENT); wait for "
+                         "some to finish.", type="rate_limit_error", code="too_many_connections",
+                    headers={"Retry-After": "1"})
+
+
+def storage_error(exc: sqlite3.Error, data_dir: Path) -> ApiError:
+    """What a page or API call is told when the database refused to store something."""
+    text = str(exc).lower()
+    if "full" in text:
+        return ApiError(507, f"Keyloom could not save this: the disk that holds DATA_DIR ({data_dir}) is full. "
+                             "Free some space; requests to the API are still served.", type="server_error",
+                        code="storage_full")
+    return ApiError(503, f"Keyloom could not use its database in DATA_DIR ({data_dir}) just now ({exc}); try "
+                         "again shortly.", type="server_error", code="storage_unavailable",
+                    headers={"Retry-After": "5"})

@@ -1,4 +1,5 @@
-"""Client limits: requests per minute across all clients, and per client IP per quota day.
+"""Client limits: who a request comes from, how many connections it may hold, requests per minute
+across all clients, and per client IP per quota day.
 
 The client IP is the socket's peer unless TRUST_PROXY_HEADERS says how many proxies in
 front of Keyloom to trust; only then is X-Forwarded-For read, from the right, so a
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import ipaddress
+import logging
 import math
 from typing import Callable, Mapping
 
@@ -42,6 +44,80 @@ def client_ip(request: HTTPServerRequest, hops: int) -> str:
         return str(ipaddress.ip_address(candidate))
     except ValueError:
         return peer
+
+
+def client_key(ip: str) -> str:
+    """What counts as one client for throttles and caps: an IPv4 address, or an IPv6 /64 (one host is normally
+    given a whole /64 and could otherwise take a new address for each attempt)."""
+    if ":" not in ip:
+        return ip
+    try:
+        addr = ipaddress.IPv6Address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip
+    if addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(addr) >> 64 << 64, 64)))
+
+
+log = logging.getLogger("keyloom.limits")
+
+
+class ClientAddresses:
+    """Resolves a request's client address (see client_ip), and says once when the settings look wrong for
+    where Keyloom runs: requests arriving from a loopback or private address that carry X-Forwarded-For
+    come through a proxy, and while its headers are not trusted every client is that proxy."""
+
+    def __init__(self, hops: int):
+        self.hops = hops
+        self.warned = False
+
+    def of(self, request: HTTPServerRequest) -> str:
+        if self.hops > 0:
+            return client_ip(request, self.hops)
+        peer = request.remote_ip or ""
+        if not self.warned and "X-Forwarded-For" in request.headers:
+            self._warn(peer)
+        return peer
+
+    def _warn(self, peer: str) -> None:
+        try:
+            addr = ipaddress.ip_address(peer)
+        except ValueError:
+            return
+        if not (addr.is_loopback or addr.is_private):
+            return
+        self.warned = True
+        log.warning("requests from %s carry X-Forwarded-For, but TRUST_PROXY_HEADERS is off: Keyloom sees every "
+                    "client as %s, so a few wrong passwords from anyone lock everyone out and per-client limits "
+                    "become one limit for all. Behind one reverse proxy, set TRUST_PROXY_HEADERS=1 (and make the "
+                    "proxy set X-Forwarded-For and X-Forwarded-Proto).", peer, peer)
+
+
+class ClientSlots:
+    """Connections (or, behind a trusted proxy, requests in progress) per client, capped so that one address
+    cannot hold every slot of MAX_CONNECTIONS. Memory: one counter per client that holds something."""
+
+    def __init__(self, cap: Callable[[], int]):
+        self.cap = cap
+        self.held: dict[str, int] = {}
+        self.refused = 0
+
+    def take(self, client: str) -> bool:
+        cap = self.cap()
+        n = self.held.get(client, 0)
+        if cap and n >= cap:
+            self.refused += 1
+            return False
+        self.held[client] = n + 1
+        return True
+
+    def give(self, client: str) -> None:
+        n = self.held.get(client, 0) - 1
+        if n > 0:
+            self.held[client] = n
+        else:
+            self.held.pop(client, None)
 
 
 class ClientLimits:

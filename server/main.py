@@ -14,13 +14,14 @@ from typing import Sequence
 from zoneinfo import ZoneInfo
 
 from . import __version__
-from .app import Keyloom
-from .auth import PASSWORD_FILE, load_or_create_password
+from .app import Keyloom, StartupError
+from .auth import ADMIN_PASSWORD_FILE, PASSWORD_FILE, load_or_create_password, password_matches
 from .clock import OffsetClock
 from .providers.config import load as load_providers
 from .redact import RedactingFilter, Redactor
 from .settings import Settings, SettingsError, resolve_data_dir
-from .store.db import SchemaTooNew
+from .store.db import DatabaseUnusable, SchemaTooNew
+from .store.lock import DataDirBusy
 
 log = logging.getLogger("keyloom")
 
@@ -47,20 +48,44 @@ def setup_logging(level: str, tz: str, redactor: Redactor) -> None:
     root.setLevel(level)
     for noisy in ("tornado.access", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # At DEBUG aiosqlite logs every statement with its parameters: session secrets, CSRF tokens, the text
+    # of saved conversations. Its own debugging is never wanted in Keyloom's log.
+    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
 
 
-def _announce_password(password: str, path: Path) -> None:
+def _announce_password(password: str, path: Path, admin: bool = False) -> None:
     # Printed straight to the console, once, bypassing the log filter that masks it everywhere else.
     bar = "=" * 72
-    sys.stderr.write(
-        f"{bar}\n"
-        f" PASSWORD was not set, so Keyloom generated one (shown only this once):\n\n"
-        f"     {password}\n\n"
-        f" It is kept in {path} and used again after restarts.\n"
-        f" Use it as the API key in your client. Set PASSWORD to choose your own.\n"
-        f" 未设置 PASSWORD，已自动生成上面的密码（只显示这一次），保存在 {path}。\n"
-        f"{bar}\n")
+    if admin:
+        text = (f" No ADMIN_PASSWORD (or WEB_PASSWORD) was set, so Keyloom generated the DASHBOARD password\n"
+                f" (shown only this once):\n\n     {password}\n\n"
+                f" It is kept in {path} and used again after restarts. It opens the dashboard, key\n"
+                f" export and settings; the client PASSWORD does not. Set ADMIN_PASSWORD to choose your own.\n"
+                f" 未设置 ADMIN_PASSWORD，已自动生成上面的管理面板密码（只显示这一次），保存在 {path}。\n")
+    else:
+        text = (f" PASSWORD was not set, so Keyloom generated one (shown only this once):\n\n"
+                f"     {password}\n\n"
+                f" It is kept in {path} and used again after restarts.\n"
+                f" Use it as the API key in your client. Set PASSWORD to choose your own.\n"
+                f" 未设置 PASSWORD，已自动生成上面的密码（只显示这一次），保存在 {path}。\n")
+    sys.stderr.write(f"{bar}\n{text}{bar}\n")
     sys.stderr.flush()
+
+
+def _which_password_opens_what(settings: Settings, data_dir: Path, admin_generated_file: bool) -> None:
+    """Say (never the values) where each password comes from and what it opens."""
+    client = "PASSWORD" if settings.PASSWORD else f"the password kept in {data_dir / PASSWORD_FILE}"
+    if settings.ADMIN_PASSWORD:
+        admin = "ADMIN_PASSWORD"
+    elif settings.WEB_PASSWORD:
+        admin = "WEB_PASSWORD (hajimi's name for ADMIN_PASSWORD)"
+    else:
+        admin = f"the admin password kept in {data_dir / ADMIN_PASSWORD_FILE}"
+    log.info("client password (%s) opens the API and /chat; admin password (%s) opens the dashboard, key "
+             "export and settings", client, admin)
+    if admin_generated_file and settings.PASSWORD and not settings.ADMIN_PASSWORD and not settings.WEB_PASSWORD:
+        log.info("coming from hajimi? the dashboard no longer opens with PASSWORD: set ADMIN_PASSWORD (or "
+                 "WEB_PASSWORD), or use the generated admin password")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -109,18 +134,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     redactor = Redactor(settings.GEMINI_API_KEYS)
     setup_logging(settings.LOG_LEVEL, settings.TZ, redactor)
+    log.debug("settings in force: %r", settings)  # secrets show as ***
     data_dir = resolve_data_dir(settings.DATA_DIR)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         password, generated = load_or_create_password(settings.PASSWORD, data_dir)
+        admin_password, admin_generated = load_or_create_password(
+            settings.ADMIN_PASSWORD or settings.WEB_PASSWORD, data_dir, ADMIN_PASSWORD_FILE)
     except OSError as e:
-        sys.stderr.write(f"Keyloom cannot start: DATA_DIR {data_dir} is not usable ({e.strerror or e})\n")
+        sys.stderr.write(f"Keyloom cannot start: DATA_DIR {data_dir} is not usable ({e.strerror or e}). "
+                         "Make it writable, or set DATA_DIR to a writable directory.\n")
         return 2
-    redactor.add([password])
+    redactor.add([password, admin_password])
     if generated:
         _announce_password(password, data_dir / PASSWORD_FILE)
     elif not settings.PASSWORD:
         log.info("using the password stored in %s (generated at first start)", data_dir / PASSWORD_FILE)
+    if admin_generated:
+        _announce_password(admin_password, data_dir / ADMIN_PASSWORD_FILE, admin=True)
+    _which_password_opens_what(settings, data_dir, not (settings.ADMIN_PASSWORD or settings.WEB_PASSWORD))
+    if password_matches(password, admin_password):
+        log.warning("the admin password is the same as the client PASSWORD: everyone you give the client "
+                    "password to can export your keys and change settings. Set a different ADMIN_PASSWORD.")
 
     async def run() -> None:
         nonlocal settings, demo_upstream
@@ -132,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "not from Google. Nothing leaves this machine.", base_url)
         clock = OffsetClock(args.clock_offset) if args.clock_offset else None
         kl = Keyloom(settings, password=password, data_dir=data_dir, demo=args.demo, redactor=redactor, clock=clock,
-                     providers=providers)
+                     providers=providers, admin_password=admin_password)
         if kl.pool.rejected:
             log.warning("%d value(s) in GEMINI_API_KEYS are not keys (need 8-512 printable characters) "
                         "and were ignored", kl.pool.rejected)
@@ -151,12 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 uvloop.install()
         asyncio.run(run())
-    except SchemaTooNew as e:
-        log.error("%s", e)
+    except (StartupError, DataDirBusy, DatabaseUnusable, SchemaTooNew) as e:
+        log.error("Keyloom cannot start: %s", e)
         return 2
     except OSError as e:
-        log.error("cannot start: %s", e.strerror or e)
-        return 1
+        log.error("Keyloom cannot start: %s", e.strerror or e)
+        return 2
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, Callable
 
-from .catalog import ModelCatalog
+from .catalog import ModelCatalog, valid_model_id
 from .dispatch import Dispatcher, Trace
 from .errors import ApiError
 from .limits import ClientLimits
@@ -71,8 +71,11 @@ class NativeService:
 
     async def admit(self, model: str, method: str, client_ip: str, trace: Trace) -> None:
         if method not in METHODS:
-            raise ApiError(404, f"Unknown method {method}; Keyloom serves {', '.join(METHODS)}.",
+            raise ApiError(404, f"Unknown method {method[:64]}; Keyloom serves {', '.join(METHODS)}.",
                            code="not_found")
+        if not valid_model_id(model):
+            raise ApiError(400, "The model in the path is not a valid model id (letters, digits and ._-:/, at "
+                                "most 128 characters).", code="invalid_model")
         trace.model = model
         known = await (self.catalog.knows_embedding(model) if method in EMBED else self.catalog.knows(model))
         if not known:

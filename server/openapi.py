@@ -221,12 +221,12 @@ def document() -> dict[str, Any]:
                 "post": {"operationId": "createConversation",
                          "requestBody": {"required": True, "content": _json("ConversationWrite")},
                          "responses": {"201": {"description": "Created", "content": _json("Conversation")},
-                                       **_errors(400, 401)}}},
+                                       **_errors(400, 401, 409, 413, 429, 507)}}},
             "/api/conversations/import": {"post": {
                 "operationId": "importConversation", "summary": "A JSON export, as a new conversation",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
                 "responses": {"201": {"description": "Created", "content": _json("Conversation")},
-                              **_errors(400, 401)}}},
+                              **_errors(400, 401, 409, 413, 429, 507)}}},
             "/api/conversations/{id}": {
                 "parameters": _CID,
                 "get": {"operationId": "getConversation",
@@ -235,7 +235,7 @@ def document() -> dict[str, Any]:
                 "put": {"operationId": "updateConversation", "summary": "Change any of title, model, params, "
                         "messages", "requestBody": {"required": True, "content": _json("ConversationWrite")},
                         "responses": {"200": {"description": "OK", "content": _json("Conversation")},
-                                      **_errors(400, 401, 404)}},
+                                      **_errors(400, 401, 404, 413, 429, 507)}},
                 "delete": {"operationId": "deleteConversation",
                            "responses": {"200": {"description": "Deleted", "content": {"application/json": {
                                "schema": {"type": "object"}}}}, **_errors(401, 404)}}},
@@ -253,7 +253,7 @@ def document() -> dict[str, Any]:
                     "type": "object", "required": ["markdown"], "properties": {"markdown": {
                         "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}}}}}},
                 "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["html"]}}}}, **_errors(400, 401)}}},
+                    "type": "object", "required": ["html"]}}}}, **_errors(400, 401, 413, 429, 503)}}},
             "/health": {"get": {
                 "operationId": "health", "summary": "Liveness and counts; no authentication, no secrets",
                 "security": [],

@@ -116,10 +116,13 @@ def start_keyloom(loop_thread: LoopThread, fake: FakeGemini, tmp_path: Path) -> 
 
     def start(clock: Any = None, data_dir: Path | None = None, env: dict[str, str] | None = None,
               **overrides: Any) -> Running:
-        settings = Settings.from_env(keyloom_env(fake, tmp_path, **overrides))
+        # one DATA_DIR per instance (a second Keyloom on one data directory is refused): the first gets tmp_path
+        if data_dir is None:
+            data_dir = tmp_path / f"keyloom-{len(started) + 1}" if started else tmp_path
+        settings = Settings.from_env(keyloom_env(fake, data_dir, **overrides))
 
         async def boot() -> Keyloom:
-            kl = Keyloom(settings, password=settings.PASSWORD, data_dir=data_dir or tmp_path, clock=clock,
+            kl = Keyloom(settings, password=settings.PASSWORD, data_dir=data_dir, clock=clock,
                          env=env or {})
             await kl.start(port=0)
             await kl.catalog.refresh()  # joins the start-up refresh, so tests begin from a known state

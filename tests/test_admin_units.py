@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from server.admin.throttle import WINDOW, LoginThrottle
+from server.throttle import WINDOW, CredentialThrottle
 from server.clock import ManualClock
 from server.settings import Settings, format_value, load_specs, parse_value
 from server.store.requestlog import DayOf, outcome
@@ -14,7 +14,7 @@ from server.store.requestlog import DayOf, outcome
 
 def test_throttle_window_and_independent_ips():
     clock = ManualClock()
-    t = LoginThrottle(clock, lambda: 3)
+    t = CredentialThrottle(clock, lambda: 3)
     for _ in range(2):
         t.failed("a")
     assert t.retry_after("a") == 0
@@ -30,10 +30,8 @@ def test_throttle_window_and_independent_ips():
     assert t.retry_after("a") == 0
 
 
-def test_throttle_memory_is_bounded(monkeypatch):
-    import server.admin.throttle as th
-    monkeypatch.setattr(th, "MAX_TRACKED", 10)
-    t = LoginThrottle(ManualClock(), lambda: 3)
+def test_throttle_memory_is_bounded():
+    t = CredentialThrottle(ManualClock(), lambda: 3, max_tracked=10)
     for i in range(50):
         t.failed(f"10.0.0.{i}")
     assert len(t._failures) == 10

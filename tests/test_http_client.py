@@ -10,7 +10,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from server.upstream.http import (ConnectFailed, ConnectionBroken, ForbiddenAddress, HttpClient, HttpTimeout, Origin,
-                                  ResponseTooLarge)
+                                  ResponseTooLarge, _forbidden_ip)
 
 
 class Counting(HTTPServer):
@@ -251,3 +251,52 @@ def test_origin_parse():
     assert o.host_header == "127.0.0.1:8099" and target == "/"
     with pytest.raises(ValueError):
         Origin.parse("ftp://x")
+
+
+def test_only_globally_routable_addresses_are_allowed():
+    refused = ["100.64.0.1",  # carrier-grade NAT, some clouds' metadata service
+               "169.254.169.254", "127.0.0.1", "10.1.2.3", "192.168.1.1", "0.0.0.0", "224.0.0.1", "240.0.0.1",
+               "192.0.2.1", "255.255.255.255",
+               "::1", "::", "fe80::1", "fc00::1", "fec0::1", "ff02::1", "2001:db8::1",
+               "::ffff:127.0.0.1", "::127.0.0.1",  # mapped, compatible
+               "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
+               "64:ff9b::a00:1", "64:ff9b:1::a00:1",  # NAT64 of 10.0.0.1
+               "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo: its client is 192.0.2.45 (documentation)
+               "not an address"]
+    allowed = ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "2a00:1450:4001:80b::200e",
+               "::ffff:8.8.8.8", "2002:808:808::1", "64:ff9b::808:808"]
+    assert [ip for ip in refused if not _forbidden_ip(ip)] == []
+    assert [ip for ip in allowed if _forbidden_ip(ip)] == []
+
+
+@pytest.fixture
+def lookups(monkeypatch):
+    """Host names looked up; every lookup fails at once, so nothing is resolved or contacted."""
+    seen = []
+
+    def guard(host, *args, **kw):
+        seen.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "no lookups in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", guard)
+    return seen
+
+
+@pytest.mark.gen_test
+async def test_literal_addresses_are_judged_before_any_lookup(lookups):
+    client = HttpClient(connect_timeout=2)
+    for host in ("100.64.0.1", "fec0::1", "64:ff9b::a00:1", "2002:c0a8:101::1"):
+        with pytest.raises(ForbiddenAddress):
+            await client.request("GET", Origin("http", host, 80), "/", timeout=5, allow_private=False)
+    assert lookups == [] and client.connections_opened == 0
+    await client.close()
+
+
+def test_origin_parse_encodes_host_and_target_for_the_wire():
+    o, target = Origin.parse("http://B\u00fccher.de/\u732b cat.png?q=\u00fc&r=%41")
+    assert o.host == "xn--bcher-kva.de" and o.host_header == "xn--bcher-kva.de"
+    assert target == "/%E7%8C%AB%20cat.png?q=%C3%BC&r=%41"
+    for url in ("http://exa\uff0emple.com/", "http://\u0661\u0662\u0663.com/", "http://\uff11\uff12\uff17.0.0.1/",
+                "http://" + "a" * 64 + ".com/", "http://a..b/"):
+        with pytest.raises(ValueError, match="host name"):
+            Origin.parse(url)

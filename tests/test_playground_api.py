@@ -27,7 +27,8 @@ def api(keyloom):
         yield http
 
 
-def test_every_route_needs_credentials(keyloom):
+def test_every_route_needs_credentials(start_keyloom):
+    keyloom = start_keyloom(ADMIN_LOGIN_ATTEMPTS="1000")  # wrong guesses are throttled; tested in test_hardening
     with keyloom.http() as http:
         for method, path in ROUTES:
             for headers in ({}, {"Authorization": "Bearer wrong"}):

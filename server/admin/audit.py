@@ -1,4 +1,9 @@
-"""The audit trail: every action taken through the dashboard or the admin API, who (IP, how) and when."""
+"""The audit trail: every action taken through the dashboard or the admin API, who (IP, how) and when.
+
+Refused passwords are the one kind of entry a stranger can cause at will, from as many addresses as
+they like, so they are not written one row each: they are counted in memory (bounded) and the next
+periodic flush writes one row per kind saying how many came from how many addresses, the busiest first.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -6,18 +11,62 @@ from typing import Any
 from ..clock import Clock
 from ..store.db import Database
 
+MAX_ADDRESSES = 1000   # addresses counted by name between two flushes; more are counted as "others"
+SHOWN = 10             # addresses named in the row
+INSERT = "INSERT INTO audit (ts, client_ip, via, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)"
+
 
 class Audit:
     def __init__(self, db: Database, clock: Clock, redact: Any):
         self.db = db
         self.clock = clock
         self.redact = redact
+        self._refused: dict[tuple[str, str], dict[str, int]] = {}  # (action, via) → address → count
+        self._others: dict[tuple[str, str], int] = {}
+        self._pending: list[tuple[Any, ...]] = []  # rows a failed flush gave back
 
     async def record(self, action: str, *, ip: str | None, via: str, target: str | None = None,
                      detail: str | None = None) -> None:
         detail = self.redact(detail) if detail else detail
-        await self.db.write([("INSERT INTO audit (ts, client_ip, via, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                              [(self.clock.time(), ip, via, action, target, detail)])])
+        # refusals counted so far go first, so the trail stays in the order things happened
+        rows = self.drain() + [(self.clock.time(), ip, via, action, target, detail)]
+        try:
+            await self.db.write([(INSERT, rows)])
+        except BaseException:
+            self.restore(rows[:-1])
+            raise
+
+    def refused(self, action: str, *, ip: str, via: str) -> None:
+        """A wrong password (sign-in, export): counted now, written in aggregate by the next flush."""
+        by_ip = self._refused.setdefault((action, via), {})
+        if ip in by_ip or len(by_ip) < MAX_ADDRESSES:
+            by_ip[ip] = by_ip.get(ip, 0) + 1
+        else:
+            self._others[(action, via)] = self._others.get((action, via), 0) + 1
+
+    def drain(self) -> list[tuple[Any, ...]]:
+        """Rows for what was counted since the last drain (the flusher writes them)."""
+        rows, self._pending = self._pending, []
+        now = self.clock.time()
+        for (action, via), by_ip in self._refused.items():
+            others = self._others.get((action, via), 0)
+            total = sum(by_ip.values()) + others
+            busiest = sorted(by_ip.items(), key=lambda kv: -kv[1])[:SHOWN]
+            addresses = len(by_ip) + (1 if others else 0)
+            shown = ", ".join(f"{ip} ({n})" for ip, n in busiest)
+            more = f", and {total - sum(n for _, n in busiest)} from other addresses" if addresses > SHOWN or others else ""
+            client = busiest[0][0] if len(by_ip) == 1 and not others else None
+            rows.append((now, client, via, action, None,
+                         f"{total} wrong password{'s' if total != 1 else ''} from {addresses} "
+                         f"address{'es' if addresses != 1 else ''}: {shown}{more}"))
+        self._refused.clear()
+        self._others.clear()
+        return rows
+
+    def restore(self, rows: list[tuple[Any, ...]]) -> None:
+        """Rows a failed flush could not write, kept for the next one (at most a few hundred: one per kind
+        and flush)."""
+        self._pending = (rows + self._pending)[-500:]
 
     async def recent(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = await self.db.fetchall("SELECT ts, client_ip, via, action, target, detail FROM audit "

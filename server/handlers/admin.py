@@ -16,15 +16,14 @@ import ujson
 from ..admin.service import Actor
 from ..admin.sessions import COOKIE, Session
 from ..errors import ApiError
-from ..limits import client_ip
-from .base import BaseHandler
+from .base import SMALL_BODY, BaseHandler
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {"app.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript; charset=utf-8",
           "login.js": "text/javascript; charset=utf-8", "i18n.js": "text/javascript; charset=utf-8",
           "icon.svg": "image/svg+xml", "chat.js": "text/javascript; charset=utf-8",
           "chat.css": "text/css; charset=utf-8", "ui.js": "text/javascript; charset=utf-8"}
-MAX_ADMIN_BODY = 2 * 1024 * 1024
+MAX_ADMIN_BODY = 1024 * 1024  # 10 000 keys pasted at once fit; nothing the admin API takes needs more
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                "connect-src 'self'; form-action 'self'; base-uri 'none'; "
@@ -33,6 +32,11 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+def json_content(request: Any) -> bool:
+    """Sent as application/json: what an HTML form on another site cannot send without a CORS preflight."""
+    return request.headers.get("Content-Type", "").split(";")[0].strip().lower() == "application/json"
 
 
 def sign_in_required() -> ApiError:
@@ -84,38 +88,43 @@ class AdminApiHandler(_NoCors, BaseHandler):
     public = False  # login needs no session
 
     def prepare(self) -> None:
-        super().prepare()
         self.set_header("Cache-Control", "no-store")
+        super().prepare()  # refusal(), then the body within max_body()
+
+    def max_body(self) -> int:
+        return SMALL_BODY if self.public else MAX_ADMIN_BODY
+
+    def refusal(self) -> ApiError | None:
+        if self.request.method in ("POST", "PUT") and not json_content(self.request):
+            return ApiError(415, "Send the request as application/json (curl: -H 'Content-Type: "
+                                 "application/json').", code="unsupported_media_type")
         kl = self.kl
-        ip = client_ip(self.request, kl.proxy_hops)
-        changes = self.request.method not in ("GET", "HEAD")
-        if self.request.method in ("POST", "PUT"):  # what an HTML form on another site could send
-            ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            if ctype != "application/json":
-                raise ApiError(415, "Send the request as application/json.", code="unsupported_media_type")
-            if len(self.request.body) > MAX_ADMIN_BODY:
-                raise ApiError(413, "The request body is too large for the admin API.", code="request_too_large")
+        ip = self.client_ip
         if self.public:
             self.actor = Actor(ip, "session")
-            return
+            return None
         auth = self.request.headers.get("Authorization")
         if auth:
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer":
-                raise sign_in_required()
-            kl.admin.check_password(ip, token.strip())  # 429 when throttled, 401 when wrong (counted)
+                return sign_in_required()
+            try:
+                kl.admin.check_password(ip, token.strip())  # 429 when throttled, 401 when wrong (counted)
+            except ApiError as e:
+                return e
             self.actor = Actor(ip, "bearer")
-            return
+            return None
         self.session = kl.admin.sessions.find(self.get_cookie(COOKIE))
         if self.session is None:
-            raise sign_in_required()
-        if changes:
+            return sign_in_required()
+        if self.request.method not in ("GET", "HEAD"):
             if not self.session.csrf_ok(self.request.headers.get("X-CSRF-Token")):
-                raise ApiError(403, "Missing or wrong X-CSRF-Token: reload the dashboard.", code="csrf_failed")
+                return ApiError(403, "Missing or wrong X-CSRF-Token: reload the dashboard.", code="csrf_failed")
         self.actor = Actor(ip, "session")
+        return None
 
     def body(self) -> dict[str, Any]:
-        raw = self.request.body
+        raw = self.body_bytes()
         if not raw.strip():
             return {}
         try:
@@ -136,11 +145,8 @@ class LoginHandler(AdminApiHandler):
     async def post(self) -> None:
         kl = self.kl
         cookie, info = await kl.admin.login(self.actor.ip, self.body().get("password"))
-        proto = self.request.protocol
-        if kl.proxy_hops > 0:  # only a proxy we trust says how the browser reached it
-            proto = self.request.headers.get("X-Forwarded-Proto", proto)
         self.set_cookie(COOKIE, cookie, path=kl.dashboard_base + "/", httponly=True, samesite="Strict",
-                        secure=proto.split(",")[0].strip().lower() == "https",
+                        secure=self.browser_https(),
                         expires=datetime.fromtimestamp(info["expires_at"], timezone.utc))
         self.write_json(info)
 
@@ -178,6 +184,7 @@ class RequestsHandler(AdminApiHandler):
 
 class AuditHandler(AdminApiHandler):
     async def get(self) -> None:
+        await self.kl.admin._fresh()  # refused sign-ins are counted in memory until the next flush
         self.write_json({"audit": await self.kl.admin.audit.recent()})
 
 

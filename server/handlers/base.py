@@ -1,9 +1,11 @@
 """What every handler shares: the application object, errors in the OpenAI shape, CORS,
-authentication, bounded JSON bodies, and cancelling work when the client hangs up."""
+authentication, bodies capped per route before they are read, and cancelling work when the
+client hangs up."""
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, TypeVar
 
@@ -12,10 +14,11 @@ import ujson
 from tornado import httputil
 from tornado.iostream import StreamClosedError
 
-from ..auth import authorized
+from ..auth import presented_credentials
 from ..dispatch import Trace
-from ..errors import ApiError, unauthorized
-from ..limits import client_ip
+from ..errors import ApiError, storage_error, too_many_connections, unauthorized
+from ..limits import client_key
+from ..redact import snippet
 from ..store.requestlog import RequestRow
 from ..translate.sse import json_bytes
 
@@ -47,9 +50,30 @@ class _HttpDate:
         return cls.text
 
 
+SMALL_BODY = 16 * 1024          # what a route without a body of its own accepts (pages, sign-in, unknown paths)
+UNAUTHENTICATED_DRAIN = 1024 * 1024  # a refused caller's body up to this size is read and dropped, not held
+DRAIN_SLACK = 1024 * 1024
+
+
+@tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
+    """Every route streams its request body through here, so every route caps it before reading it.
+
+    Tornado reads a plain handler's whole body (up to the server's limit) before the handler runs, so a
+    stranger could make Keyloom hold megabytes on any path. Here `prepare` runs once the head has arrived:
+    it decides whether the request is refused (`refusal`: credentials, content type, CSRF…), then allows the
+    body `max_body()` bytes when it is not, or nothing beyond what a refused request may send otherwise. A refused caller's body, when it is small enough,
+    is read and dropped before the refusal is sent (answering while a client is still sending makes Tornado
+    close the socket, and the client may then see a reset instead of the answer); a larger one is answered
+    at once and the connection closes. Either way nothing a stranger sends is held.
+    """
+
     _task: asyncio.Future[Any] | None = None
     _client_gone = False
+    _counted = False
+    _slot: str | None = None
+    _refusal: ApiError | None = None
+    _client: str | None = None
     error_message: str | None = None   # what the client was told, when it was an error
     error_status: int | None = None    # that error's status (also when it travelled inside a 200 stream)
 
@@ -57,6 +81,25 @@ class BaseHandler(tornado.web.RequestHandler):
     def kl(self) -> "Keyloom":
         """The application object (set on the Tornado application; available even before initialize)."""
         return self.application.keyloom  # type: ignore[attr-defined]
+
+    @property
+    def client_ip(self) -> str:
+        """The client's address (behind trusted proxies, the forwarded one)."""
+        if self._client is None:
+            self._client = self.kl.addresses.of(self.request)
+        return self._client
+
+    @property
+    def client(self) -> str:
+        """The client as throttles and caps count it (an IPv6 /64 as one)."""
+        return client_key(self.client_ip)
+
+    def browser_https(self) -> bool:
+        """Whether the browser reached us over HTTPS (so cookies get `Secure`); only a trusted proxy may say."""
+        proto = self.request.protocol
+        if self.kl.proxy_hops > 0:
+            proto = self.request.headers.get("X-Forwarded-Proto", proto)
+        return proto.split(",")[0].strip().lower() == "https"
 
     def clear(self) -> None:
         # Tornado's clear(), minus a Server header we would only delete and a Date formatted per response.
@@ -92,7 +135,9 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(json_bytes(obj))
 
     def note_error(self, err: ApiError) -> None:
-        self.error_message = self.kl.redactor(err.message)
+        """Remember the error for the request log, masked; the client gets the masked text too (a message may
+        repeat what a client or an upstream sent)."""
+        err.message = self.error_message = self.kl.redactor(err.message)
         self.error_status = err.status
 
     def logical_status(self) -> int:
@@ -116,6 +161,9 @@ class BaseHandler(tornado.web.RequestHandler):
                 message = f"{self.request.method} is not allowed on {self.request.path}"
             self.write_api_error(ApiError(status_code, message))
             return
+        if isinstance(exc, sqlite3.Error):
+            self.write_api_error(storage_error(exc, self.kl.data_dir))
+            return
         self.write_api_error(ApiError(500, "Keyloom hit an internal error while handling this request.",
                                       type="server_error", code="internal_error"))
 
@@ -123,6 +171,9 @@ class BaseHandler(tornado.web.RequestHandler):
         if isinstance(value, (ApiError, ClientGone)):
             return
         if isinstance(value, tornado.web.HTTPError) and value.status_code < 500:
+            return
+        if isinstance(value, sqlite3.Error):
+            log.error("the database refused a write on %s %s: %s", self.request.method, self.request.path, value)
             return
         log.error("unhandled error on %s %s", self.request.method, self.request.path, exc_info=(typ, value, tb))
 
@@ -141,6 +192,9 @@ class BaseHandler(tornado.web.RequestHandler):
         self._client_gone = True
         if self._task is not None and not self._task.done() and not self.keep_running():
             self._task.cancel()
+        body = getattr(self.request, "_body_future", None)
+        if body is not None and not body.done():
+            self._release()  # closed while sending its body: the handler never runs, on_finish never comes
 
     async def cancellable(self, aw: Awaitable[T]) -> T:
         """Await `aw` so that it is cancelled (closing its upstream call) if the client hangs up.
@@ -159,25 +213,104 @@ class BaseHandler(tornado.web.RequestHandler):
         finally:
             self._task = None
 
-    def prepare(self) -> None:
-        self._counted = True
-        self.kl.in_flight += 1
+    # -- admission: counting, authentication, the body ---------------------------------------------
 
-    def on_finish(self) -> None:
-        if getattr(self, "_counted", False):
+    def refusal(self) -> ApiError | None:
+        """Why this request is refused before its body is read (None: it is not). Public routes keep the
+        default; the others check credentials here."""
+        return None
+
+    def max_body(self) -> int:
+        """Bytes of body this route accepts from a request `refusal` let in."""
+        return SMALL_BODY
+
+    def prepare(self) -> None:
+        kl = self.kl
+        self._chunks: list[bytes] = []
+        self._counted = True
+        kl.in_flight += 1
+        refused = None
+        if kl.proxy_hops > 0:  # behind a trusted proxy every connection is the proxy's: count requests instead
+            client = self.client
+            if kl.slots.take(client):
+                self._slot = client
+            else:
+                refused = too_many_connections()
+        self._accept_body(refused or self.refusal())
+
+    def _accept_body(self, refused: ApiError | None) -> None:
+        length = self.request.headers.get("Content-Length")
+        declared = None
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                raise ApiError(400, "Content-Length is not a number") from None
+        connection = self.request.connection
+        # An answer written here, before Tornado has read the whole request, makes it close the connection
+        # afterwards: refusals are answered once the (small or empty) body is in, so keep-alive survives them.
+        if refused is not None:
+            if declared is None or declared <= UNAUTHENTICATED_DRAIN:
+                self._refuse_after_body(refused)
+                connection.set_max_body_size(UNAUTHENTICATED_DRAIN if declared is None else declared)  # type: ignore[union-attr]
+                return
+            raise refused  # a body not worth reading: answer now (the connection closes after)
+        limit = self.max_body()
+        if declared is not None and declared > limit:
+            too_large = ApiError(413, f"The request body is {declared} bytes; the limit here is {limit} bytes"
+                                      f"{' (MAX_REQUEST_BODY_MB)' if isinstance(self, ApiHandler) else ''}.",
+                                 code="request_too_large")
+            if declared > 2 * limit + DRAIN_SLACK:
+                raise too_large  # not worth reading: answer now and let the connection close
+            self._refuse_after_body(too_large)
+            connection.set_max_body_size(declared)  # type: ignore[union-attr]
+            return
+        connection.set_max_body_size(limit)  # type: ignore[union-attr]
+
+    def _refuse_after_body(self, err: ApiError) -> None:
+        """Drop the body as it comes, then answer `err`: Tornado calls the route's method once the body is in,
+        and that method is shadowed here, so no route can run for a refused caller by forgetting to check."""
+        self._refusal = err
+        setattr(self, self.request.method.lower(), self._refuse)  # type: ignore[union-attr]
+
+    def _refuse(self, *args: Any) -> None:
+        assert self._refusal is not None
+        raise self._refusal
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._refusal is None and not self._finished:
+            self._chunks.append(chunk)
+
+    def body_bytes(self) -> bytes:
+        """The request body (whole: the route's method runs once it has arrived)."""
+        if self._refusal is not None:
+            raise self._refusal
+        chunks = self._chunks
+        if len(chunks) != 1:
+            chunks[:] = [b"".join(chunks)]
+        return chunks[0]
+
+    def _release(self) -> None:
+        if self._counted:
             self._counted = False
             self.kl.in_flight -= 1
+            if self._slot is not None:
+                self.kl.slots.give(self._slot)
+                self._slot = None
 
-
-DRAIN_SLACK = 1024 * 1024
+    def on_finish(self) -> None:
+        self._release()
 
 
 class ApiHandler(BaseHandler):
-    """Needs the client password."""
+    """Needs the client password (or a page session of the playground or dashboard)."""
 
-    def auth_error(self) -> ApiError | None:
-        if self.request.method == "OPTIONS" or authorized(self.request, self.kl.password):
+    def refusal(self) -> ApiError | None:
+        if self.request.method == "OPTIONS":
             return None
+        offered = presented_credentials(self.request)
+        if offered:  # counted when wrong; refused while this client is throttled
+            return self.kl.gate.check(self.client, offered, self.kl.password, unauthorized)
         if self.session_ok():
             return None
         return unauthorized()
@@ -190,55 +323,17 @@ class ApiHandler(BaseHandler):
             return False
         return self.request.method in ("GET", "HEAD") or session.csrf_ok(self.request.headers.get("X-CSRF-Token"))
 
-    def prepare(self) -> None:
-        super().prepare()
-        if (err := self.auth_error()) is not None:
-            raise err
+    def max_body(self) -> int:
+        return int(self.kl.settings.MAX_REQUEST_BODY_MB * 1024 * 1024)
 
 
-@tornado.web.stream_request_body
 class JsonBodyHandler(ApiHandler):
-    """A POST with a JSON body, refused with 413 before it is read when it is too large.
-
-    An unauthenticated request's body is read and dropped before the 401 goes out: answering
-    while the client is still sending makes Tornado close the socket, and the client may then
-    see a connection reset instead of the answer.
-    """
+    """A POST with a JSON body."""
 
     raw_body = b""
 
-    def prepare(self) -> None:
-        BaseHandler.prepare(self)
-        self._chunks: list[bytes] = []
-        self._deferred = self.auth_error()
-        limit = int(self.kl.settings.MAX_REQUEST_BODY_MB * 1024 * 1024)
-        length = self.request.headers.get("Content-Length")
-        if length is not None:
-            try:
-                declared = int(length)
-            except ValueError:
-                raise ApiError(400, "Content-Length is not a number") from None
-            if declared > limit:
-                too_large = ApiError(413, f"The request body is {declared} bytes; the limit is {limit} bytes "
-                                          "(MAX_REQUEST_BODY_MB).", code="request_too_large")
-                if declared > 2 * limit + DRAIN_SLACK:
-                    raise too_large  # not worth reading: answer now and let the connection close
-                # Read it and drop it, then answer: a client still sending when the answer comes may
-                # see a reset connection instead of the 413.
-                self._deferred = self._deferred or too_large
-                self.request.connection.set_max_body_size(declared)
-                return
-        self.request.connection.set_max_body_size(limit)
-
-    def data_received(self, chunk: bytes) -> None:
-        if not self._finished and self._deferred is None:
-            self._chunks.append(chunk)
-
     def json_body(self) -> Any:
-        if self._deferred is not None:
-            raise self._deferred
-        raw = self.raw_body = b"".join(self._chunks)
-        self._chunks = []
+        raw = self.raw_body = self.body_bytes()
         if not raw.strip():
             raise ApiError(400, "The request body is empty; send a JSON object.")
         try:
@@ -258,12 +353,10 @@ class LoggedHandler(JsonBodyHandler):
     """A client request that gets a row in the request log (chat, embeddings, the native API)."""
 
     trace: Trace | None = None
-    client_ip = ""
     stream_requested = False
 
     def begin(self, stream: bool = False) -> Trace:
         self.trace = Trace()
-        self.client_ip = client_ip(self.request, self.kl.proxy_hops)
         self.stream_requested = stream
         return self.trace
 
@@ -281,10 +374,9 @@ class LoggedHandler(JsonBodyHandler):
 
 
 class NotFoundHandler(BaseHandler):
-    def prepare(self) -> None:
-        super().prepare()
-        raise ApiError(404, f"Unknown path {self.request.path}. The API lives under /v1 "
-                            "(e.g. /v1/chat/completions, /v1/models).", code="not_found")
+    def refusal(self) -> ApiError | None:
+        return ApiError(404, f"Unknown path {snippet(self.request.path, self.kl.redactor, 200)}. The API lives under /v1 "
+                             "(e.g. /v1/chat/completions, /v1/models).", code="not_found")
 
 
 async def safe_flush(handler: BaseHandler) -> None:

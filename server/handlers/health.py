@@ -25,6 +25,7 @@ class HealthHandler(BaseHandler):
             "upstream": {"requests_sent": kl.http.requests_sent, "connections_opened": kl.http.connections_opened,
                          "idle_connections": kl.http.idle_connections()},
             "store": {"flushes": kl.flusher.flushes, "failed_flushes": kl.flusher.failed_flushes,
+                      "prunes": kl.flusher.prunes,
                       "pending_log_rows": len(kl.request_log)},
         })
 

@@ -13,12 +13,12 @@ import ujson
 
 from ..admin.sessions import CHAT_COOKIE
 from ..errors import ApiError, bad_request
-from ..limits import client_ip
-from ..render import render
-from .admin import PAGE_HEADERS
+from ..render import MAX_CALL_CHARS
+from .admin import PAGE_HEADERS, json_content
 from .base import ApiHandler, BaseHandler
 
 MAX_RENDER_ITEMS = 500
+RENDER_BODY = 8 * MAX_CALL_CHARS  # the renderer's budget, as JSON (escapes can take six bytes a character)
 
 
 class _Page(BaseHandler):
@@ -41,18 +41,26 @@ class ChatPageHandler(_Page):
 
 
 class ChatLoginHandler(_Page):
+    def refusal(self) -> ApiError | None:
+        if not json_content(self.request):
+            return ApiError(415, "Send the request as application/json.", code="unsupported_media_type")
+        return None
+
     async def post(self) -> None:
         kl = self.kl
-        ip = client_ip(self.request, kl.proxy_hops)
-        if self.request.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
-            raise ApiError(415, "Send the request as application/json.", code="unsupported_media_type")
+        ip = self.client_ip
         try:
-            password = ujson.loads(self.request.body or b"{}").get("password")
+            password = ujson.loads(self.body_bytes() or b"{}").get("password")
         except (ValueError, AttributeError):
             raise bad_request("The request body is not a JSON object.") from None
-        kl.admin.check_password(ip, password, kl.password)
+        try:
+            kl.admin.check_password(ip, password, kl.password)
+        except ApiError as e:
+            if e.status == 401:
+                kl.audit.refused("login_failed", ip=ip, via="chat")
+            raise
         cookie, s = await kl.chat_sessions.create(ip)
-        self.set_cookie(CHAT_COOKIE, cookie, path="/", httponly=True, samesite="Strict",
+        self.set_cookie(CHAT_COOKIE, cookie, path="/", httponly=True, samesite="Strict", secure=self.browser_https(),
                         expires=datetime.fromtimestamp(s.expires_at, timezone.utc))
         self.write_json({"csrf": s.csrf, "expires_at": s.expires_at})
 
@@ -83,7 +91,7 @@ class _Api(ApiHandler):
 
     def body(self) -> Any:
         try:
-            return ujson.loads(self.request.body or b"")
+            return ujson.loads(self.body_bytes() or b"")
         except (ValueError, OverflowError):
             raise bad_request("The request body is not valid JSON.") from None
 
@@ -133,13 +141,16 @@ class ConversationExportHandler(_Api):
 class RenderHandler(_Api):
     """Markdown → sanitized HTML: `{"markdown": "…"}` or `{"markdown": ["…", …]}`."""
 
-    def post(self) -> None:
+    def max_body(self) -> int:
+        return RENDER_BODY
+
+    async def post(self) -> None:
         body = self.body()
         md = body.get("markdown") if isinstance(body, dict) else None
         if isinstance(md, str):
-            self.write_json({"html": render(md)})
+            self.write_json({"html": (await self.kl.renderer.render_many([md]))[0]})
         elif isinstance(md, list) and len(md) <= MAX_RENDER_ITEMS and all(isinstance(x, str) for x in md):
-            self.write_json({"html": [render(x) for x in md]})
+            self.write_json({"html": await self.kl.renderer.render_many(md)})
         else:
             raise bad_request(f"markdown must be text or a list of at most {MAX_RENDER_ITEMS} texts", "markdown")
 

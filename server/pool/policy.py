@@ -32,6 +32,7 @@ class Verdict:
     retry: bool            # another attempt may succeed
     key: KeyEffect
     empty: bool = False    # counts against MAX_EMPTY_RESPONSES as well as MAX_RETRY_NUM
+    limit: int = 0         # at most this many of this failure in one request (0: only MAX_RETRY_NUM bounds it)
 
 
 POLICY: dict[type[UpstreamFailure], Verdict] = {
@@ -42,9 +43,11 @@ POLICY: dict[type[UpstreamFailure], Verdict] = {
     DailyQuotaExceeded: Verdict(retry=True,  key=KeyEffect.EXHAUST),
     Overloaded:         Verdict(retry=True,  key=KeyEffect.BACK_OFF),
     ServerError:        Verdict(retry=True,  key=KeyEffect.BACK_OFF),
-    UpstreamTimeout:    Verdict(retry=True,  key=KeyEffect.BACK_OFF),
-    Unreachable:        Verdict(retry=True,  key=KeyEffect.NONE),
-    BadResponse:        Verdict(retry=True,  key=KeyEffect.NONE),
+    # The same transport failure three times is the network or the upstream, not the key: another key would
+    # wait (or fail) the same way, and every attempt counts against a key's quota.
+    UpstreamTimeout:    Verdict(retry=True,  key=KeyEffect.BACK_OFF, limit=3),
+    Unreachable:        Verdict(retry=True,  key=KeyEffect.NONE, limit=3),
+    BadResponse:        Verdict(retry=True,  key=KeyEffect.NONE, limit=3),
     EmptyReply:         Verdict(retry=True,  key=KeyEffect.NONE, empty=True),
     OutputBlocked:      Verdict(retry=True,  key=KeyEffect.NONE, empty=True),
     RequestRejected:    Verdict(retry=False, key=KeyEffect.NONE),
@@ -68,12 +71,15 @@ class DispatchError(Exception):
     """No attempt produced an answer. `failures` in the order they happened; `unavailable` says why the
     pool had no (further) key to offer, when that is what ended the request."""
 
-    def __init__(self, failures: list[UpstreamFailure], *, unavailable: Unavailable | None = None, model: str = ""):
+    def __init__(self, failures: list[UpstreamFailure], *, unavailable: Unavailable | None = None, model: str = "",
+                 deadline: float = 0.0, attempts: int = 0):
         super().__init__(unavailable.detail if unavailable and not failures else
                          (str(failures[-1]) if failures else "no attempt was made"))
         self.failures = failures
         self.unavailable = unavailable
         self.model = model
+        self.deadline = deadline  # > 0: REQUEST_DEADLINE (seconds) passed before an answer came
+        self.attempts = attempts  # upstream calls made (with a deadline: including any cut short by it)
 
 
 # status, type, code for a failure that ends a request
@@ -126,6 +132,11 @@ def unavailable_error(u: Unavailable) -> ApiError:
 def client_error(err: DispatchError) -> ApiError:
     """The one answer a client gets when its request could not be served."""
     failures, u = err.failures, err.unavailable
+    if err.deadline:
+        n = err.attempts
+        tried = f"; failures before: {_summary(failures)}" if failures else ""
+        return ApiError(504, f"No answer within {err.deadline:g}s (REQUEST_DEADLINE), after {n} upstream attempt"
+                             f"{'s' if n != 1 else ''}{tried}.", type="server_error", code="deadline_exceeded")
     if not failures:
         return unavailable_error(u) if u is not None else ApiError(
             503, "Keyloom has no usable key", type="server_error", code="no_usable_key")

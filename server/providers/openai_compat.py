@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator, Callable
 import ujson
 
 from ..pool.keys import Key
+from ..redact import snippet
 from ..upstream.failures import (BadResponse, InvalidKey, ModelNotFound, Overloaded, QuotaExceeded,
                                  RequestRejected, ServerError, UpstreamFailure)
 from ..upstream.gemini import transport_failure
@@ -26,22 +27,23 @@ ERROR_BODY_LIMIT = 1024 * 1024
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 
 
-def _message(body: bytes) -> str:
+def _message(body: bytes, redact: Callable[[str], str]) -> str:
+    """The upstream's error message; a body without one is quoted in part, masked before it is cut."""
     try:
         data = ujson.loads(body)
     except ValueError:
-        return body[:300].decode("utf-8", "replace").strip()
+        return snippet(body, redact, 300)
     err = data.get("error") if isinstance(data, dict) else None
     if isinstance(err, dict):
         return str(err.get("message") or err.get("code") or err)
     if isinstance(err, str):
         return err
-    return str(data)[:300]
+    return snippet(str(data), redact, 300)
 
 
 def classify(status: int, body: bytes, headers: dict[str, str], redact: Callable[[str], str],
              name: str) -> UpstreamFailure:
-    message = redact(f"{name}: " + (_message(body) or f"HTTP {status}"))
+    message = redact(f"{name}: " + (_message(body, redact) or f"HTTP {status}"))
     if status in (401, 403):
         return InvalidKey(message, status)
     if status == 429:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,29 @@ _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 class SchemaTooNew(RuntimeError):
     """The database was written by a newer Keyloom than this one."""
+
+
+class DatabaseUnusable(RuntimeError):
+    """The database file cannot be used (not SQLite, damaged, locked, read-only); the message says what to do.
+    Keyloom never replaces or deletes such a file: it may hold the only record of a day's usage."""
+
+
+def explain(e: BaseException, path: Path) -> str:
+    """One line for a start-up failure of the database at `path`."""
+    text = str(e).lower()
+    if isinstance(e, PermissionError) or "readonly" in text or "read-only" in text or \
+            getattr(e, "errno", None) in (13, 30):  # EACCES, EROFS
+        return (f"cannot write the database {path}: {getattr(e, 'strerror', None) or e}. Make DATA_DIR "
+                f"({path.parent}) writable, or point DATA_DIR at a writable directory.")
+    if "locked" in text or "busy" in text:
+        return (f"the database {path} is locked by another program. Close it (or stop the other Keyloom) "
+                "and start again.")
+    if isinstance(e, sqlite3.DatabaseError):
+        return (f"{path} is not a usable Keyloom database ({e}). Keyloom leaves it as it is: move it aside "
+                "(or restore a backup) and start again, or point DATA_DIR elsewhere.")
+    if "unable to open" in text:
+        return f"cannot open the database {path}: {e}. Check that DATA_DIR ({path.parent}) exists and is writable."
+    return f"cannot open the database {path}: {getattr(e, 'strerror', None) or e}"
 
 
 @dataclass(frozen=True)
@@ -91,16 +115,24 @@ class Database:
         return self._conn
 
     async def open(self, migrations: Sequence[Migration] | None = None) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))  # private from the first byte
-        self._conn = await aiosqlite.connect(self.path, isolation_level=None)  # transactions are explicit
-        await self._conn.execute("PRAGMA journal_mode=WAL")
-        await self._conn.execute("PRAGMA synchronous=NORMAL")
-        await self._conn.execute("PRAGMA busy_timeout=5000")
+        """Open (creating it private), check it is SQLite, migrate. Raises DatabaseUnusable with one clear line
+        (and closes what it opened: aiosqlite's worker thread would otherwise keep the process alive)."""
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))  # private from the first byte
+            self._conn = await aiosqlite.connect(self.path, isolation_level=None)  # transactions are explicit
+            await self._conn.execute("PRAGMA busy_timeout=5000")  # first: a locked file waits, then says so
+            await self._conn.execute("PRAGMA journal_mode=WAL")
+            await self._conn.execute("PRAGMA synchronous=NORMAL")
             self.version = await migrate(self._conn, load_migrations() if migrations is None else migrations,
                                          self.path)
+        except SchemaTooNew:
+            await self.close()
+            raise
+        except (sqlite3.Error, OSError) as e:
+            await self.close()
+            raise DatabaseUnusable(explain(e, self.path)) from None
         except BaseException:
             await self.close()
             raise

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 from tornado.ioloop import PeriodicCallback
 
+from ..admin.audit import INSERT as INSERT_AUDIT
+from ..admin.audit import Audit
 from ..clock import Clock
 from ..limits import ClientLimits
 from ..pool.keys import KeyPool
@@ -53,7 +55,7 @@ DAILY_DAYS = 400
 
 class Flusher:
     def __init__(self, db: Database, pool: KeyPool, limits: ClientLimits, requests: RequestLog,
-                 settings: Callable[[], Settings], clock: Clock):
+                 settings: Callable[[], Settings], clock: Clock, audit: Audit | None = None):
         self.db = db
         self.pool = pool
         self.usage: MemoryUsage = pool.usage  # type: ignore[assignment]
@@ -61,6 +63,7 @@ class Flusher:
         self.requests = requests
         self.settings = settings
         self.clock = clock
+        self.audit = audit
         self._callback: PeriodicCallback | None = None
         self._running: asyncio.Task[Any] | None = None
         self._last_prune = 0.0
@@ -68,6 +71,12 @@ class Flusher:
         self._lock = asyncio.Lock()  # one flush at a time: a second caller waits, then writes what is left
         self.flushes = 0
         self.failed_flushes = 0
+        self.rows_since_prune = 0
+        self.prunes = 0
+        # The newest time found in the data at start, and when (by the monotonic clock) that was read: pruning
+        # trusts only the time it has seen pass since (see trusted_now).
+        self._seen: float | None = None
+        self._seen_mono = 0.0
 
     async def load(self) -> None:
         """Read back today's counts and every key's state."""
@@ -90,6 +99,21 @@ class Flusher:
         self.pool.load(key_states, model_states)
         self.limits.load(day, {ip: n for ip, n in await self.db.fetchall(
             "SELECT ip, requests FROM client_usage WHERE day = ?", (day,))})
+        newest = [t for t, in await self.db.fetchall(
+            "SELECT MAX(ts) FROM request_log UNION ALL SELECT MAX(ts) FROM audit") if t is not None]
+        self._seen = max(newest) if newest else None
+        self._seen_mono = self.clock.monotonic()
+
+    def trusted_now(self) -> float:
+        """The time pruning may act on: the wall clock, but never further than the newest record found at start
+        plus the time measured (by the monotonic clock) since. A clock that jumps ahead (a bad NTP step, a VM
+        restored from a snapshot, a mistaken TZ fix) would otherwise make the first prune delete days of history
+        that are not old at all. The cost: after a long stop, history is pruned late by as long as the process
+        was down, until the next restart reads newer records."""
+        now = self.clock.time()
+        if self._seen is None:
+            return now
+        return min(now, max(self._seen, self._seen + self.clock.monotonic() - self._seen_mono))
 
     async def flush(self) -> int:
         """Write everything that changed, in one transaction. Returns the number of rows written.
@@ -103,27 +127,32 @@ class Flusher:
         keys, models = self.pool.drain_states()
         clients = self.limits.drain()
         requests = self.requests.drain()
+        audit = self.audit.drain() if self.audit is not None else []
         usage_rows = [(day, fp, model, u.requests, u.successes, u.failures, u.prompt_tokens, u.completion_tokens)
                       for day, fp, model, u in usage]
         failure_rows = [(day, fp, model, kind, n) for day, fp, model, u in usage for kind, n in u.failure_kinds.items()]
         request_rows = [r.as_tuple() for r in requests]
         daily_rows = self._daily(requests)
-        total = len(usage_rows) + len(failure_rows) + len(keys) + len(models) + len(clients) + len(request_rows)
+        total = len(usage_rows) + len(failure_rows) + len(keys) + len(models) + len(clients) + len(request_rows) + \
+            len(audit)
         if not total:
             return 0
         try:
             await self.db.write([(UPSERT_USAGE, usage_rows), (UPSERT_FAILURES, failure_rows),
                                  (UPSERT_KEY_STATE, keys), (UPSERT_MODEL_STATE, models),
                                  (UPSERT_CLIENT, clients), (INSERT_REQUEST, request_rows),
-                                 (ADD_DAILY, daily_rows)])
+                                 (ADD_DAILY, daily_rows), (INSERT_AUDIT, audit)])
         except BaseException:
             self.usage.restore(usage)
             self.pool.restore_states(keys, models)
             self.limits.restore(clients)
             self.requests.restore(requests)
+            if self.audit is not None:
+                self.audit.restore(audit)
             self.failed_flushes += 1
             raise
         self.flushes += 1
+        self.rows_since_prune += len(request_rows)
         return total
 
     def day_of(self) -> DayOf:
@@ -141,24 +170,39 @@ class Flusher:
         return [(day, kind, n) for (day, kind), n in counts.items()]
 
     async def prune(self) -> None:
-        """Drop request-log rows older than REQUEST_LOG_DAYS, and key states that no longer say anything."""
+        """Drop what is old (by `trusted_now`): request-log rows older than REQUEST_LOG_DAYS or beyond
+        REQUEST_LOG_MAX_ROWS, per-address counts of past days, daily totals and audit rows older than
+        DAILY_DAYS, expired sessions, and key states that no longer say anything."""
+        s = self.settings()
         now = self.clock.time()
-        cutoff = now - self.settings().REQUEST_LOG_DAYS * 86400
+        trusted = self.trusted_now()
+        cutoff = trusted - s.REQUEST_LOG_DAYS * 86400
         await self.db.write([
             ("DELETE FROM request_log WHERE ts < ?", [(cutoff,)]),
-            ("DELETE FROM request_daily WHERE day < ?", [(self.day_of()(now - DAILY_DAYS * 86400),)]),
+            ("DELETE FROM request_log WHERE id <= (SELECT id FROM request_log ORDER BY id DESC LIMIT 1 OFFSET ?)",
+             [(s.REQUEST_LOG_MAX_ROWS,)]),
+            ("DELETE FROM client_usage WHERE day < ?", [(self.day_of()(cutoff),)]),
+            ("DELETE FROM request_daily WHERE day < ?", [(self.day_of()(trusted - DAILY_DAYS * 86400),)]),
             ("DELETE FROM admin_session WHERE expires_at < ?", [(now,)]),
             ("DELETE FROM chat_session WHERE expires_at < ?", [(now,)]),
-            ("DELETE FROM audit WHERE ts < ?", [(now - DAILY_DAYS * 86400,)]),
+            ("DELETE FROM audit WHERE ts < ?", [(trusted - DAILY_DAYS * 86400,)]),
             ("DELETE FROM key_model_state WHERE (exhausted_day IS NULL OR exhausted_day < ?) "
              "AND (cooldown_until IS NULL OR cooldown_until < ?)", [(self.pool.quota_day.today(), now)]),
         ])
         self._last_prune = now
+        self.rows_since_prune = 0
+        self.prunes += 1
+
+    def prune_due(self) -> bool:
+        """Hourly, and sooner when the request log grows fast (a flood must not outgrow REQUEST_LOG_MAX_ROWS
+        for an hour before it is cut back)."""
+        return self.clock.time() - self._last_prune >= PRUNE_EVERY or \
+            self.rows_since_prune >= self.settings().REQUEST_LOG_MAX_ROWS // 10
 
     async def _tick(self) -> None:
         try:
             await self.flush()
-            if self.clock.time() - self._last_prune >= PRUNE_EVERY:
+            if self.prune_due():
                 await self.prune()
         except Exception:
             log.exception("writing counters to the database failed; will try again")

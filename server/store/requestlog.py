@@ -44,6 +44,17 @@ class DayOf:
         return self._start
 
 
+# What one row may hold of what a client sent or caused: a row is written for every request, so a field a
+# client controls must not let it fill the disk (errors are masked before they get here, then cut).
+MAX_MODEL = 128
+MAX_ERROR = 500
+MAX_IP = 64
+
+
+def _clip(text: str | None, n: int) -> str | None:
+    return text if text is None or len(text) <= n else text[:n - 1] + "…"
+
+
 @dataclass(frozen=True)
 class RequestRow:
     ts: float
@@ -57,6 +68,12 @@ class RequestRow:
     client_ip: str | None
     stream: bool
     error: str | None
+
+    def __post_init__(self) -> None:
+        for name, n in (("model", MAX_MODEL), ("error", MAX_ERROR), ("client_ip", MAX_IP)):
+            value = getattr(self, name)
+            if value is not None and len(value) > n:
+                object.__setattr__(self, name, _clip(value, n))
 
     def as_tuple(self) -> tuple:
         return (self.ts, self.model, self.key_fp, self.attempts, self.status, round(self.latency_ms, 2),

@@ -20,7 +20,7 @@ from urllib.parse import unquote_to_bytes
 
 import ujson
 
-from .schema import is_empty_object, to_gemini_schema
+from .schema import Budget, SchemaError, is_empty_object, to_gemini_schema
 from .traits import ModelTraits
 
 SAFETY_CATEGORIES = (
@@ -79,8 +79,11 @@ def parse_data_url(url: str, where: str) -> tuple[str, str]:
 
 
 def remote_image_urls(request: Mapping[str, Any]) -> list[str]:
-    """The http(s) image URLs a request refers to (they must be fetched before translation)."""
-    urls: list[str] = []
+    """The distinct http(s) image URLs a request refers to, in order (they must be fetched before translation).
+
+    De-duplicated through a dict (an ordered set): a request may name tens of thousands of URLs, and comparing
+    each with every earlier one stalled the server for seconds."""
+    urls: dict[str, None] = {}
     for m in request.get("messages") or ():
         content = m.get("content") if isinstance(m, dict) else None
         if not isinstance(content, list):
@@ -88,9 +91,9 @@ def remote_image_urls(request: Mapping[str, Any]) -> list[str]:
         for part in content:
             if isinstance(part, dict) and part.get("type") == "image_url":
                 url = _image_url(part)
-                if isinstance(url, str) and url.lower().startswith(("http://", "https://")) and url not in urls:
-                    urls.append(url)
-    return urls
+                if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
+                    urls[url] = None
+    return list(urls)
 
 
 def _image_url(part: Mapping[str, Any]) -> Any:
@@ -393,7 +396,7 @@ def _response_format(req: Mapping[str, Any], config: dict[str, Any]) -> None:
         if not isinstance(js, dict):
             raise TranslationError("response_format.json_schema must be an object", "response_format.json_schema")
         if isinstance(js.get("schema"), dict):
-            schema = to_gemini_schema(js["schema"])
+            schema = _schema(js["schema"], "response_format.json_schema.schema")
             if schema:
                 config["responseSchema"] = schema
     else:
@@ -432,7 +435,15 @@ def generation_config(req: Mapping[str, Any], traits: ModelTraits) -> dict[str, 
 
 # -- tools -------------------------------------------------------------------------------------
 
-def _declaration(fn: Any, where: str) -> dict[str, Any]:
+def _schema(schema: dict[str, Any], where: str, budget: Budget | None = None) -> dict[str, Any]:
+    """A client's JSON Schema for Gemini; one too deep or too large is the client's error, named."""
+    try:
+        return to_gemini_schema(schema, budget)
+    except SchemaError as e:
+        raise TranslationError(f"{where} {e}", where) from None
+
+
+def _declaration(fn: Any, where: str, budget: Budget) -> dict[str, Any]:
     if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
         raise TranslationError(f"{where}.name must be a string", f"{where}.name")
     decl: dict[str, Any] = {"name": fn["name"]}
@@ -442,7 +453,7 @@ def _declaration(fn: Any, where: str) -> dict[str, Any]:
     if params is not None:
         if not isinstance(params, dict):
             raise TranslationError(f"{where}.parameters must be a JSON Schema object", f"{where}.parameters")
-        cleaned = to_gemini_schema(params)
+        cleaned = _schema(params, f"{where}.parameters", budget)
         if not is_empty_object(cleaned):
             decl["parameters"] = cleaned
     return decl
@@ -450,6 +461,7 @@ def _declaration(fn: Any, where: str) -> dict[str, Any]:
 
 def tools_and_config(req: Mapping[str, Any]) -> tuple[list[dict[str, Any]] | None, dict[str, Any] | None]:
     declarations: list[dict[str, Any]] = []
+    budget = Budget()  # one for all the tools of the request
     tools = req.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
@@ -457,10 +469,10 @@ def tools_and_config(req: Mapping[str, Any]) -> tuple[list[dict[str, Any]] | Non
         for i, tool in enumerate(tools):
             if not isinstance(tool, dict) or tool.get("type", "function") != "function":
                 raise TranslationError(f"tools[{i}].type must be function", f"tools[{i}].type")
-            declarations.append(_declaration(tool.get("function"), f"tools[{i}].function"))
+            declarations.append(_declaration(tool.get("function"), f"tools[{i}].function", budget))
     functions = req.get("functions")  # deprecated form
     if isinstance(functions, list) and not declarations:
-        declarations = [_declaration(f, f"functions[{i}]") for i, f in enumerate(functions)]
+        declarations = [_declaration(f, f"functions[{i}]", budget) for i, f in enumerate(functions)]
 
     choice = req.get("tool_choice", req.get("function_call"))
     mode: str | None = None

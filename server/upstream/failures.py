@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import ujson
 
+from ..redact import snippet
+
 # Finish reasons that mean "the output was filtered", not "the model had nothing to say".
 BLOCKING_FINISH = frozenset({
     "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
@@ -170,13 +172,16 @@ def _error_object(body: bytes) -> dict[str, Any]:
 
 
 def classify_error(status: int, body: bytes, redact: Callable[[str], str] = lambda s: s) -> UpstreamFailure:
-    """Turn a non-2xx upstream answer into a typed failure."""
+    """Turn a non-2xx upstream answer into a typed failure.
+
+    A body that is not a Google error is quoted in part, masked before it is cut: cut first, the
+    head of a key it quotes would be too short for the key pattern to recognise."""
     err = _error_object(body)
     google_status = str(err.get("status") or "")
     raw_message = err.get("message")
     if not isinstance(raw_message, str) or not raw_message:
-        snippet = body[:200].decode("utf-8", "replace").strip() if body and not err else ""
-        raw_message = f"upstream answered HTTP {status}" + (f": {snippet}" if snippet else "")
+        quoted = snippet(body, redact, 200) if body and not err else ""
+        raw_message = f"upstream answered HTTP {status}" + (f": {quoted}" if quoted else "")
     message = redact(raw_message)
     details = err.get("details") if isinstance(err.get("details"), list) else []
     reasons: set[str] = set()

@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import ipaddress
+import re
 import socket
 import ssl
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import AsyncIterator, Iterable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 MAX_HEAD_BYTES = 64 * 1024
 PAUSE_AT = 1024 * 1024  # stop reading a streamed body while this much waits for its consumer
@@ -70,23 +72,122 @@ class Origin:
 
     @classmethod
     def parse(cls, url: str) -> tuple["Origin", str]:
-        """Split a URL into its origin and request target (path + query)."""
-        parts = urlsplit(url)
+        """Split a URL into its origin and request target (path + query), both ASCII as they go on the wire.
+
+        ValueError, with a short message that does not repeat the URL, if it is not an http(s) URL, its port is not
+        valid or its host name cannot be encoded (see `_ascii_host`)."""
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            raise ValueError("not an http(s) URL") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("not an http(s) URL")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise ValueError("its port is not valid") from None
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
-        return cls(parts.scheme, parts.hostname, port), target
+        if not target.isascii() or " " in target:  # as a browser does; the request line is ASCII
+            target = _UNSAFE_IN_TARGET.sub(lambda m: quote(m.group(), safe=""), target)
+        return cls(parts.scheme, _ascii_host(parts.hostname), port), target
+
+
+_UNSAFE_IN_TARGET = re.compile(r"[^\x21-\x7e]+")
+
+
+def _ascii_host(host: str) -> str:
+    """The host name as DNS, the Host header and TLS see it: ASCII, an internationalized label in punycode.
+
+    ValueError for a name IDNA cannot encode (an empty or over-long label), and for one it would encode only by
+    rewriting it, so that the name looked up is not the name that was written: compatibility forms (a fullwidth
+    dot U+FF0E, fullwidth digits: "\uff11\uff12\uff17.0.0.1" would become 127.0.0.1) and a right-to-left label
+    that begins with a digit ("\u0661\u0662\u0663.com": IDNA 2008 refuses it, RFC 5893's first rule). The
+    message does not repeat the name, which may be long.
+    """
+    try:
+        if not host.isascii():
+            for label in host.split("."):
+                _check_idn_label(label)
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError("its host name cannot be encoded (IDNA)") from None
+
+
+def _check_idn_label(label: str) -> None:
+    if unicodedata.normalize("NFKC", label) != label:
+        raise UnicodeError("compatibility characters")
+    directions = [unicodedata.bidirectional(c) for c in label]
+    if any(d in ("R", "AL", "AN") for d in directions) and directions[0] not in ("R", "AL"):
+        raise UnicodeError("a right-to-left label must begin with a letter")
+
+
+_SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")  # deprecated, still routed inside some networks
+_LAST_32_BITS = (ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated)
+                 ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))  # NAT64
 
 
 def _forbidden_ip(ip: str) -> bool:
-    addr = ipaddress.ip_address(ip)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    return (addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_multicast
-            or addr.is_reserved or addr.is_unspecified)
+    """True unless `ip` is a globally routable unicast address.
+
+    Refused: private, shared (100.64.0.0/10: carrier-grade NAT, some clouds' metadata), loopback, link-local,
+    site-local, multicast, reserved, unspecified and documentation addresses; and an IPv6 address whose traffic
+    ends at an IPv4 address that is one of those (mapped, compatible, 6to4, Teredo, NAT64). Anything that is not
+    an address is refused too: it cannot be judged.
+    """
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return True
+    if isinstance(addr, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(addr)
+        if inner:
+            return any(_not_routable(a) for a in inner)
+        if addr in _SITE_LOCAL:
+            return True
+    return _not_routable(addr)
+
+
+def _not_routable(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return not addr.is_global or addr.is_multicast or addr.is_reserved
+
+
+def _embedded_ipv4(addr: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 address stands for; for Teredo both its server and its client."""
+    if addr.ipv4_mapped is not None:
+        return (addr.ipv4_mapped,)
+    if addr.sixtofour is not None:
+        return (addr.sixtofour,)
+    if addr.teredo is not None:
+        return addr.teredo
+    if any(addr in net for net in _LAST_32_BITS):
+        return (ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF),)
+    return ()
+
+
+async def _public_address(host: str, port: int) -> str:
+    """The address to connect to for `host`: ForbiddenAddress unless every address it has is globally routable.
+
+    A literal address is judged as it is, before any lookup. A name is looked up once and the connection goes
+    to an address that was judged, so a second answer (DNS rebinding) cannot slip a private one in.
+    """
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        if _forbidden_ip(host):
+            raise ForbiddenAddress(f"{host} is a private or local address")
+        return host
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError:  # an Origin made without parse(): the name cannot be encoded
+        raise ConnectFailed("the host name cannot be encoded (IDNA)") from None
+    ips = [i[4][0] for i in infos]
+    if not ips or any(_forbidden_ip(ip) for ip in ips):
+        raise ForbiddenAddress(f"{host} resolves to a private or local address")
+    return ips[0]
 
 
 # body framing of the response being read
@@ -485,11 +586,7 @@ class HttpClient:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if not allow_private:
-                    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-                    ips = [i[4][0] for i in infos]
-                    if not ips or any(_forbidden_ip(ip) for ip in ips):
-                        raise ForbiddenAddress(f"{host} resolves to a private or local address")
-                    host = ips[0]
+                    host = await _public_address(host, port)
                 if self._proxy is not None:
                     transport, conn = await loop.create_connection(_Conn, self._proxy.host, self._proxy.port)
                     if origin.tls:
