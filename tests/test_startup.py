@@ -237,11 +237,16 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
+def fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def test_forty_unauthenticated_uploads_hold_little_memory(fake, tmp_path):
     """Before: 40 connections each sending 32 MiB took the process from ~100 MB to 1.4 GB."""
     p = KeyloomProcess(env=env_for(fake), data_dir=tmp_path).wait_ready()
     try:
         before = rss_mb(p.proc.pid)
+        fds_before = fds(p.proc.pid)
         block = b"x" * 65536
         sent = [0]
 
@@ -266,6 +271,8 @@ def test_forty_unauthenticated_uploads_hold_little_memory(fake, tmp_path):
             t.join(120)
         grew = rss_mb(p.proc.pid) - before
         assert httpx.get(p.url + "/health").status_code == 200
+        # and every connection was let go: the descriptors come back to where they were
+        wait_until(lambda: fds(p.proc.pid) <= fds_before + 2, "the connections to be closed")
     finally:
         assert p.stop() == 0
     assert grew < 30, f"RSS grew by {grew:.1f} MB"
