@@ -24,10 +24,11 @@ import tempfile
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from bench.common import PASSWORD, ROOT, free_port, make_keys, rss_mb, start_fake, start_keyloom
 from bench.run import Sampler

@@ -16,8 +16,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import (PASSWORD, ROOT, chat_body, gemini_body, machine, make_keys, percentile, start_fake,
-                          start_keyloom, timed_posts)
+from bench.common import (
+    PASSWORD,
+    ROOT,
+    chat_body,
+    gemini_body,
+    machine,
+    make_keys,
+    percentile,
+    start_fake,
+    start_keyloom,
+    timed_posts,
+)
 
 
 def added_latency(n: int, keys: int) -> dict[str, float]:

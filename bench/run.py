@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import (PASSWORD, ROOT, cpu_seconds, machine, make_keys, percentile, rss_mb, start_fake,
-                          start_keyloom)
+from bench.common import PASSWORD, ROOT, cpu_seconds, machine, make_keys, percentile, rss_mb, start_fake, start_keyloom
 from tests.fake_gemini import WORDS
 
 RESULTS = ROOT / "bench" / "results"

@@ -14,8 +14,9 @@ import re
 import socket
 import sqlite3
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import tornado.web
 from tornado.httpserver import HTTPServer
@@ -25,42 +26,42 @@ from tornado.netutil import bind_sockets
 from .admin.audit import Audit
 from .admin.service import AdminService
 from .admin.sessions import CHAT_COOKIE, COOKIE, Sessions
-from .conversations import Conversations
+from .auth import ADMIN_PASSWORD_FILE, Gate, load_or_create_password
 from .catalog import ModelCatalog
 from .chat import ChatService
 from .clock import Clock, SystemClock
+from .conversations import Conversations
 from .dispatch import Dispatcher
 from .embeddings import EmbeddingService
-from .native import NativeService
 from .handlers.admin import STATIC, AssetHandler, admin_routes
-from .handlers.playground import PLAYGROUND_ROUTES
 from .handlers.base import SMALL_BODY, NotFoundHandler
 from .handlers.chat import ChatCompletionsHandler
 from .handlers.embeddings import EmbeddingsHandler
-from .handlers.native import NativeCallHandler, NativeModelsHandler
 from .handlers.health import HealthHandler
 from .handlers.models import ModelHandler, ModelsHandler
+from .handlers.native import NativeCallHandler, NativeModelsHandler
 from .handlers.pages import IndexHandler, OpenApiHandler
+from .handlers.playground import PLAYGROUND_ROUTES
 from .keepalive import KeepaliveTicker
 from .limits import ClientAddresses, ClientLimits, ClientSlots, client_key, proxy_hops
+from .native import NativeService
 from .pool.keys import KeyPool
+from .pool.quota import DailyLimits, MemoryUsage, QuotaDay
 from .providers.config import Providers
 from .providers.config import load as load_providers
 from .providers.forward import Forwarder
 from .providers.openai_compat import OpenAICompatClient
 from .providers.router import Router, Upstream
 from .providers.vertex import VertexClient, masked_secrets
-from .pool.quota import DailyLimits, MemoryUsage, QuotaDay
 from .redact import Redactor
 from .render import Renderer
 from .reuse import Reuse
 from .settings import Settings
-from .auth import ADMIN_PASSWORD_FILE, Gate, load_or_create_password
 from .store.db import DB_FILE, Database, DatabaseUnusable, explain
-from .store.lock import DataDirLock
-from .throttle import CredentialThrottle
 from .store.flush import Flusher
+from .store.lock import DataDirLock
 from .store.requestlog import RequestLog
+from .throttle import CredentialThrottle
 from .upstream.gemini import GeminiClient
 from .upstream.http import HttpClient
 
@@ -75,7 +76,7 @@ class WebApp(tornado.web.Application):
     """Tornado application that carries the Keyloom object for its handlers and forgives doubled
     slashes (`/v1//chat/completions`, which SillyTavern sends when its base URL ends with a slash)."""
 
-    def __init__(self, keyloom: "Keyloom", handlers: list[Any], **settings: Any):
+    def __init__(self, keyloom: Keyloom, handlers: list[Any], **settings: Any):
         self.keyloom = keyloom
         super().__init__(handlers, **settings)
 
@@ -90,7 +91,7 @@ class LimitedHTTPServer(HTTPServer):
     (`slots`, None behind a trusted proxy, where every connection is the proxy's and the cap is applied
     per forwarded client to requests instead), rather than holding them."""
 
-    def initialize(self, *args: Any, max_connections: int = 10000,  # type: ignore[override]
+    def initialize(self, *args: Any, max_connections: int = 10000,
                    slots: ClientSlots | None = None, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
         self.max_connections = max_connections
@@ -211,7 +212,8 @@ class Keyloom:
                                       secret_name="chat_session_secret")
         self.conversations = Conversations(self.db, self.clock, get_settings)
         self.renderer = Renderer()  # its worker process starts on the first render, not here
-        self.web = WebApp(self, routes(settings.DASHBOARD_PATH), default_handler_class=NotFoundHandler, log_function=self._log_request,
+        self.web = WebApp(self, routes(settings.DASHBOARD_PATH), default_handler_class=NotFoundHandler,
+                          log_function=self._log_request,
                           compress_response=False)
         self.server: LimitedHTTPServer | None = None
         self.port: int | None = None
@@ -233,11 +235,11 @@ class Keyloom:
         upstreams = []
         for cfg in p.openai:
             self.redactor.add(cfg.keys)
-            client = OpenAICompatClient(self.http, cfg, self.redactor)
-            for key in client.keys():
+            compat = OpenAICompatClient(self.http, cfg, self.redactor)
+            for key in compat.keys():
                 self.pool.add_key(key)
             self.pool.limits.per_provider[cfg.name] = cfg.daily_limit
-            upstreams.append(Upstream(cfg, client, Dispatcher(self.pool, client, get_settings, cfg.name)))
+            upstreams.append(Upstream(cfg, compat, Dispatcher(self.pool, compat, get_settings, cfg.name)))
         return Router(self.catalog, self.pool, vertex, upstreams)
 
     def page_session(self, get_cookie: Any) -> Any:
@@ -367,17 +369,20 @@ class Keyloom:
                 await asyncio.sleep(0.05)
             try:
                 await asyncio.wait_for(self.server.close_all_connections(), timeout=1.0)
-            except (asyncio.TimeoutError, Exception):
+            except (TimeoutError, Exception):
                 pass
         for t in list(self._background):
             t.cancel()
         self.keepalive.stop()
-        await self.admin.tests.stop()
-        await self.dispatcher.close()
         try:
-            await self.flusher.stop()
-        except Exception:
-            log.exception("the last write to the database failed")
-        await self.renderer.close()
-        await self.db.close()
-        await self.http.close()
+            await self.admin.tests.stop()
+            await self.dispatcher.close()
+            try:
+                await self.flusher.stop()
+            except Exception:
+                log.exception("the last write to the database failed")
+            await self.renderer.close()
+        finally:
+            await self.db.close()
+            self.lock.release()  # after the last write: another process may take DATA_DIR from here on
+            await self.http.close()

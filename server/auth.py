@@ -12,8 +12,8 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from tornado.httputil import HTTPServerRequest
 

@@ -6,10 +6,10 @@ events come from; the chunking and framing are the same.
 """
 from __future__ import annotations
 
-import asyncio
 import random
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import ujson
 
@@ -20,14 +20,13 @@ from .errors import ApiError, bad_request, model_not_found
 from .images import fetch_images
 from .limits import ClientLimits
 from .pool.policy import DispatchError, client_error
-from .settings import Settings
-from .translate import gemini_to_openai as g2o
 from .reuse import Reuse, request_key
+from .settings import Settings
+from .signatures import ImageSignatures
+from .translate import gemini_to_openai as g2o
 from .translate.openai_to_gemini import Extras, TranslationError, build_request, remote_image_urls
 from .translate.sse import DONE, frames
 from .upstream.http import HttpClient
-
-
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -65,8 +64,10 @@ class ChatPlan:
 
 class ChatService:
     def __init__(self, catalog: ModelCatalog, dispatcher: Dispatcher, http: HttpClient, limits: ClientLimits,
-                 settings: Callable[[], Settings], clock: Clock, reuse: Reuse | None = None):
+                 settings: Callable[[], Settings], clock: Clock, reuse: Reuse | None = None,
+                 signatures: ImageSignatures | None = None):
         self.reuse = reuse if reuse is not None else Reuse(settings, clock)
+        self.signatures = signatures if signatures is not None else ImageSignatures()
         self.catalog = catalog
         self.dispatcher = dispatcher
         self.http = http
@@ -108,7 +109,7 @@ class ChatService:
         traits = self.catalog.traits(variant.base)
         marker = random_string(s.RANDOM_STRING_LENGTH) if s.RANDOM_STRING else None
         extras = Extras(search_prompt=s.SEARCH_PROMPT if variant.search else None, thinking=variant.thinking,
-                        show_thinking=s.SHOW_THINKING, random_string=marker)
+                        show_thinking=s.SHOW_THINKING, random_string=marker, image_signatures=self.signatures)
         urls = remote_image_urls(req)
         # Translate (and so validate) before the request counts against the client's limits; remote
         # images are fetched only after that, then translated for real.
@@ -126,8 +127,6 @@ class ChatService:
         plan = ChatPlan(model, stream, include_usage, encoded, trace, stream and s.FAKE_STREAMING,
                         upstream=variant.base, reuse_key=request_key(model, raw) if raw else "", marker=marker,
                         dispatcher=route.dispatcher if route is not None else self.dispatcher)
-        if plan.fake_stream:
-            trace.started = asyncio.get_running_loop().create_future()
         if plan.reuse_key and (not stream or plan.fake_stream) and (s.INFLIGHT_SHARING or self.reuse.caching()):
             plan.cached = self.reuse.take(plan.reuse_key)
             plan.how = "cache" if plan.cached is not None else self.reuse.how(plan.reuse_key)
@@ -166,29 +165,31 @@ class ChatService:
 
     async def _generate(self, plan: ChatPlan) -> dict[str, Any]:
         if plan.cached is not None:
-            plan.trace.start()
             return plan.cached
         if not plan.reuse_key:
             return await self._dispatch(plan)
-        if plan.how == "shared":
-            plan.trace.start()  # no call of its own: the answer is on its way
         reply, plan.how = await self.reuse.answer(plan.reuse_key, lambda: self._dispatch(plan), plan.client_gone)
         return reply
 
     async def complete(self, plan: ChatPlan) -> dict[str, Any]:
         reply = await self._generate(plan)
-        return g2o.completion(reply, model=plan.model, created=int(self.clock.time()))
+        self.signatures.remember(reply)
+        return g2o.completion(reply, model=plan.model, created=int(self.clock.time()),
+                              image_output=self.settings().IMAGE_OUTPUT.lower())
 
-    async def events(self, plan: ChatPlan) -> AsyncIterator[bytes]:
+    async def events(self, plan: ChatPlan) -> AsyncGenerator[bytes, None]:
         """SSE bytes: chunks as they are ready, then `[DONE]`. Raises ApiError on failure."""
         chunks = g2o.ChunkStream(model=plan.model, created=int(self.clock.time()),
-                                 include_usage=plan.include_usage)
+                                 include_usage=plan.include_usage,
+                                 image_output=self.settings().IMAGE_OUTPUT.lower())
         if plan.fake_stream:
             reply = await self._generate(plan)
+            self.signatures.remember(reply)
             yield frames(chunks.feed(reply) + chunks.finish()) + DONE
             return
         try:
             async for event in plan.dispatcher.stream(plan.upstream, plan.body, plan.trace):
+                self.signatures.remember(event)
                 out = chunks.feed(_unmarked(event, plan.marker))
                 if out:
                     yield frames(out)

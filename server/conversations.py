@@ -7,7 +7,8 @@ what is stored small and well-formed whatever a client sends. Exports are Markdo
 from __future__ import annotations
 
 import secrets
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ujson
 
@@ -17,9 +18,10 @@ from .settings import Settings
 from .store.db import Database
 
 ROLES = ("system", "user", "assistant")
-PARAMS = {"temperature": (float, 0, 2), "top_p": (float, 0, 1), "top_k": (int, 1, 1000),
-          "presence_penalty": (float, -2, 2), "frequency_penalty": (float, -2, 2), "max_tokens": (int, 1, 1_000_000),
-          "reasoning_effort": (str, None, None), "stream": (bool, None, None), "system": (str, None, None)}
+PARAMS: dict[str, tuple[type, Any, Any]] = {  # name → (type, lowest, highest)
+    "temperature": (float, 0, 2), "top_p": (float, 0, 1), "top_k": (int, 1, 1000),
+    "presence_penalty": (float, -2, 2), "frequency_penalty": (float, -2, 2), "max_tokens": (int, 1, 1_000_000),
+    "reasoning_effort": (str, None, None), "stream": (bool, None, None), "system": (str, None, None)}
 EFFORTS = ("", "none", "minimal", "low", "medium", "high")
 MAX_MESSAGES = 2000
 MAX_TEXT = 1_000_000
@@ -53,7 +55,7 @@ def _params(raw: Any) -> dict[str, Any]:
         if name == "reasoning_effort" and value not in EFFORTS:
             raise bad_request(f"params.reasoning_effort must be one of {', '.join(e for e in EFFORTS if e)}",
                               "params.reasoning_effort")
-        if name == "system" and len(value) > MAX_TEXT:
+        if name == "system" and isinstance(value, str) and len(value) > MAX_TEXT:
             raise bad_request("params.system is too long", "params.system")
         out[name] = value
     return out

@@ -17,7 +17,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 DEMO_KEYS = ("demo-key-1", "demo-key-2", "demo-key-3-over-quota")
-MODELS = [
+MODELS: list[dict[str, Any]] = [
     {"name": "models/gemini-2.5-pro", "displayName": "Gemini 2.5 Pro (demo)", "thinking": True,
      "supportedGenerationMethods": ["generateContent", "countTokens"], "outputTokenLimit": 65536},
     {"name": "models/gemini-2.5-flash", "displayName": "Gemini 2.5 Flash (demo)", "thinking": True,
@@ -46,11 +46,30 @@ def _last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
+def _inline(text: str) -> str:
+    """The user's words on one line, so that a line break in them cannot end the bold quote around them."""
+    return " ".join(text.split())
+
+
 def _answer(body: dict[str, Any]) -> tuple[str, str | None]:
-    said = _last_user_text(body)[:300]
-    text = (f"Hello from Keyloom's offline demo! You said: “{said}”. "
-            "Nothing left this machine: a simulated Gemini wrote this reply. "
-            "Put real keys in GEMINI_API_KEYS and run without --demo to talk to Gemini.")
+    """A reply in Markdown (a heading, bold, a list, a table, a code block), so the chat playground's
+    rendering can be seen with no key."""
+    said = _inline(_last_user_text(body)[:300])
+    text = (
+        "### Hello from Keyloom's offline demo!\n\n"
+        f"You said: **“{said}”**\n\n"
+        "Nothing left this machine: a simulated Gemini wrote this reply. What the demo shows:\n\n"
+        "- **rotation**: one of its three keys is always over quota, so Keyloom moves on to the next;\n"
+        "- *streaming* and fake streaming, with keep-alives while the slower model thinks;\n"
+        "- Markdown in the chat playground, like this list.\n\n"
+        "| model | answers after |\n"
+        "|---|---|\n"
+        + "".join(f"| `{name}` | {delay:g} s |\n" for name, delay in DELAYS.items())
+        + "\nTo talk to Gemini, put real keys in `GEMINI_API_KEYS` and run without `--demo`:\n\n"
+        "```bash\n"
+        "GEMINI_API_KEYS=AIza...,AIza... python run.py\n"
+        "```\n"
+    )
     thinking = (body.get("generationConfig") or {}).get("thinkingConfig") or {}
     thought = "The user is trying the demo; a friendly reply that says so will do." \
         if thinking.get("includeThoughts") else None

@@ -14,16 +14,27 @@ answer or one DispatchError.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 from .pool.keys import Key, KeyPool
 from .pool.policy import DispatchError, KeyEffect, verdict
 from .settings import Settings
+from .translate.gemini_facts import abnormal_message, candidate_parts, finish_kind, is_answer_part
 from .translate.gemini_to_openai import token_counts
-from .upstream.failures import (BadResponse, EmptyReply, PromptBlocked, QuotaExceeded, Unreachable, UpstreamFailure,
-                                classify_reply)
+from .upstream.failures import (
+    AbnormalFinish,
+    BadResponse,
+    EmptyReply,
+    PromptBlocked,
+    QuotaExceeded,
+    Unreachable,
+    UpstreamFailure,
+    classify_reply,
+)
 
 log = logging.getLogger("keyloom.dispatch")
 T = TypeVar("T")
@@ -41,11 +52,6 @@ class Trace:
     attempts: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    started: asyncio.Future[None] | None = None  # set when the first upstream call goes out
-
-    def start(self) -> None:
-        if self.started is not None and not self.started.done():
-            self.started.set_result(None)
 
 
 def tokens(reply: dict[str, Any] | None) -> tuple[int, int]:
@@ -57,9 +63,10 @@ class Attempts:
     """Book-keeping for the attempts of one request, and what they do to the keys."""
 
     def __init__(self, pool: KeyPool, model: str, max_attempts: int, max_empty: int, trace: Trace | None = None,
-                 provider: str = "gemini", deadline: float = 0.0):
+                 provider: str = "gemini", deadline: float = 0.0, upstream: str = "Gemini"):
         """`deadline`: REQUEST_DEADLINE in seconds (0: none); the request ends with a 504 when it passes."""
         self.pool = pool
+        self.upstream = upstream
         self.seconds = deadline
         self.deadline = asyncio.get_running_loop().time() + deadline if deadline else 0.0
         self.provider = provider
@@ -85,7 +92,6 @@ class Attempts:
         self.trace.attempts = self.count
         if keys:
             self.trace.key_fp = keys[0].fp
-            self.trace.start()
         return keys
 
     def succeeded(self, key: Key, reply: dict[str, Any] | None) -> None:
@@ -124,37 +130,33 @@ class Attempts:
             self.empty += 1
         if final or not v.retry or (v.empty and self.empty > self.max_empty) or \
                 (v.limit and sum(type(f) is type(failure) for f in self.failures) >= v.limit):
-            raise DispatchError(self.failures, model=model)
+            raise DispatchError(self.failures, model=model, upstream=self.upstream)
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (None: no deadline)."""
         return max(0.0, self.deadline - asyncio.get_running_loop().time()) if self.deadline else None
 
     def timed_out(self) -> DispatchError:
-        return DispatchError(self.failures, model=self.model, deadline=self.seconds, attempts=self.count)
+        return DispatchError(self.failures, model=self.model, deadline=self.seconds, attempts=self.count,
+                             upstream=self.upstream)
 
     def exhausted(self) -> DispatchError:
         return DispatchError(self.failures, unavailable=self.pool.unavailable(self.model, self.avoid, self.provider),
-                             model=self.model)
+                             model=self.model, upstream=self.upstream)
 
 
-def _event_output(event: dict[str, Any]) -> tuple[bool, bool, bool]:
-    """→ (has any part, has an answer part (text or a call, not a thought), has a finish reason)."""
-    parts = answer = finished = False
+def _event_output(event: dict[str, Any]) -> tuple[bool, bool, str]:
+    """→ (has any part, has an answer part, its finish reason or "")."""
+    parts = answer = False
+    finish = ""
     for c in event.get("candidates") or ():
         if not isinstance(c, dict):
             continue
-        if c.get("finishReason"):
-            finished = True
-        content = c.get("content")
-        for p in (content.get("parts") or ()) if isinstance(content, dict) else ():
-            if not isinstance(p, dict):
-                continue
+        finish = str(c.get("finishReason") or "") or finish
+        for p in candidate_parts(c):
             parts = True
-            if ("text" in p and p["text"] and not p.get("thought")) or "functionCall" in p or "inlineData" in p \
-                    or "executableCode" in p:
-                answer = True
-    return parts, answer, finished
+            answer = answer or is_answer_part(p)
+    return parts, answer, finish
 
 
 class Dispatcher:
@@ -170,7 +172,7 @@ class Dispatcher:
     def _attempts(self, model: str, trace: Trace | None) -> Attempts:
         s = self.settings()
         return Attempts(self.pool, model, s.MAX_RETRY_NUM, s.MAX_EMPTY_RESPONSES, trace, self.provider,
-                        s.REQUEST_DEADLINE)
+                        s.REQUEST_DEADLINE, getattr(self.gemini, "name", self.provider))
 
     async def _keys(self, attempts: Attempts, width: int) -> list[Key]:
         """Keys for the next round; waits briefly when every key is only resting; raises when none is left."""
@@ -231,7 +233,8 @@ class Dispatcher:
             if won is not None and spare is not None:
                 for t in losers:
                     self._spares.add(t)
-                    t.add_done_callback(lambda t, key=tasks[t]: self._settle_spare(t, key, attempts, spare))
+                    t.add_done_callback(functools.partial(self._settle_spare, key=tasks[t], attempts=attempts,
+                                                          spare=spare))
             else:
                 for t in losers:
                     t.cancel()  # closes its upstream connection; the request still counts against its key
@@ -293,26 +296,31 @@ class Dispatcher:
             width = min(width + grow, most)
 
     async def _open_stream(self, key: Key, model: str, body: bytes
-                           ) -> tuple[AsyncIterator[dict[str, Any]], dict[str, Any], tuple[bool, bool]]:
+                           ) -> tuple[AsyncGenerator[dict[str, Any], None], dict[str, Any], tuple[bool, str]]:
         """Start a stream and read it up to its first event with output:
-        → (stream, that event, (an answer part seen, finished))."""
+        → (stream, that event, (an answer part seen, its finish reason)). An event that ends the reply at once
+        is judged whole, so a reply that went wrong is still retried before anything reached the client."""
         events = self.gemini.stream(key.secret, model, body)
         try:
             async for event in events:
                 feedback = event.get("promptFeedback")
                 if isinstance(feedback, dict) and feedback.get("blockReason") and not event.get("candidates"):
                     raise classify_reply(event) or PromptBlocked("prompt blocked", 200)
-                parts, answer, finished = _event_output(event)
+                parts, answer, finish = _event_output(event)
+                if finish:
+                    failure = classify_reply(event)  # empty, filtered, cut by the token limit, or went wrong
+                    if failure is not None:
+                        raise failure
                 if parts:
-                    return events, event, (answer, finished)
-                if finished:  # finished before saying anything: empty, filtered or cut by the token limit
-                    raise classify_reply(event) or EmptyReply("Gemini's stream ended without output", 200)
+                    return events, event, (answer, finish)
             raise EmptyReply("Gemini's stream ended without any output", 200)
         except BaseException:
             await events.aclose()
             raise
 
-    async def stream(self, model: str, body: bytes, trace: Trace | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, model: str, body: bytes, trace: Trace | None = None) -> AsyncGenerator[dict[str, Any], None]:
+        """Gemini's events as they come, each with its output (older models repeat finishReason on every
+        event: the content of each is kept, and only the last finish reason counts)."""
         attempts = self._attempts(model, trace)
         width, grow, most = self._widths()
         while True:
@@ -321,21 +329,24 @@ class Dispatcher:
             if won is not None:
                 break
             width = min(width + grow, most)
-        key, (events, event, (answered, finished)) = won
+        key, (events, event, (answered, finish)) = won
         last = event
         try:
             yield event
             async for event in events:
                 parts, answer, done = _event_output(event)
                 answered = answered or answer
-                finished = finished or done
+                finish = done or finish
                 if event.get("usageMetadata"):
                     last = event
                 if parts or done:
                     yield event
-            if not finished:
+            kind = finish_kind(finish)
+            if kind == "abnormal":  # after some output: too late to try another key, never a finished answer
+                raise AbnormalFinish(abnormal_message(finish), 200, reason=finish)
+            if kind == "none":
                 raise BadResponse("Gemini's stream ended before the reply was complete", 200)
-            if not answered:  # thoughts only: too late to try another key, but never an empty success
+            if not answered and kind != "filtered":  # thoughts only: never an empty success
                 raise EmptyReply("Gemini's stream held only thoughts and no answer", 200)
         except UpstreamFailure as f:
             attempts.failed(key, f, final=True)
@@ -366,4 +377,5 @@ class Dispatcher:
                     self.pool.disable(key, f"{f.kind}: {f.message}")
                 if not v.retry:
                     break
-        raise DispatchError(failures, unavailable=None if failures else self.pool.unavailable(what, (), self.provider))
+        raise DispatchError(failures, unavailable=None if failures else self.pool.unavailable(what, (), self.provider),
+                            upstream=getattr(self.gemini, "name", self.provider))

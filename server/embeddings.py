@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ujson
 
@@ -60,7 +61,7 @@ class EmbeddingService:
         bodies = emb.batches(plan)
         traces = [Trace(model=plan.model) for _ in bodies]
         try:
-            parts = await asyncio.gather(*(self._batch(plan, b, t) for b, t in zip(bodies, traces)))
+            parts = await asyncio.gather(*(self._batch(plan, b, t) for b, t in zip(bodies, traces, strict=True)))
         except DispatchError as e:
             raise client_error(e) from None
         finally:

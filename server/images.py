@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Iterable
 from contextlib import aclosing
-from typing import Iterable
 
 from .errors import ApiError, bad_request
 from .redact import Redactor, snippet

@@ -9,7 +9,8 @@ quiet for (almost) an interval (the stream writes the comment itself: `send_keep
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from tornado.ioloop import PeriodicCallback
 

@@ -11,7 +11,7 @@ import collections
 import ipaddress
 import logging
 import math
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from tornado.httputil import HTTPServerRequest
 

@@ -8,17 +8,19 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
 from zoneinfo import ZoneInfo
 
 from . import __version__
 from .app import Keyloom, StartupError
 from .auth import ADMIN_PASSWORD_FILE, PASSWORD_FILE, load_or_create_password, password_matches
 from .clock import OffsetClock
+from .keyshapes import looks_like_gemini_key, valid_key_text
+from .legacy import hajimi_env
 from .providers.config import load as load_providers
-from .redact import RedactingFilter, Redactor
+from .redact import RedactingFilter, Redactor, mask
 from .settings import Settings, SettingsError, resolve_data_dir
 from .store.db import DatabaseUnusable, SchemaTooNew
 from .store.lock import DataDirBusy
@@ -98,6 +100,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def public_base(host: str, port: int, env: Mapping[str, str]) -> str:
+    """The address a user opens: the Space's own https address on a HuggingFace Space, else this machine's."""
+    space = env.get("SPACE_HOST")
+    if space:
+        return f"https://{space}"
+    shown = "localhost" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
+    return f"http://{shown}:{port}"
+
+
 async def serve(kl: Keyloom) -> None:
     port = await kl.start()
     stop = asyncio.Event()
@@ -108,8 +119,12 @@ async def serve(kl: Keyloom) -> None:
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
             pass
     counts = kl.pool.counts()
-    log.info("Keyloom %s listening on %s:%d with %d key(s)%s", __version__, kl.settings.HOST, port,
-             counts["total"], " [DEMO MODE]" if kl.demo else "")
+    log.info("Keyloom %s listening on %s:%d with %d key(s)%s; files in %s", __version__, kl.settings.HOST, port,
+             counts["total"], " [DEMO MODE]" if kl.demo else "", kl.data_dir)
+    base = public_base(kl.settings.HOST, port, os.environ)
+    dashboard = kl.settings.DASHBOARD_PATH.rstrip("/") + "/"
+    log.info("dashboard: %s%s  ·  chat playground: %s/chat  ·  base URL for clients: %s/v1", base, dashboard, base,
+             base)
     await stop.wait()
     grace = kl.settings.SHUTDOWN_GRACE
     log.info("stopping: no new connections; waiting up to %gs for %d request(s) in flight", grace,
@@ -120,7 +135,7 @@ async def serve(kl: Keyloom) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    env = dict(os.environ)
+    env, hajimi_notes = hajimi_env(os.environ)
     demo_upstream = None
     try:
         settings = Settings.from_env(env)
@@ -135,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     redactor = Redactor(settings.GEMINI_API_KEYS)
     setup_logging(settings.LOG_LEVEL, settings.TZ, redactor)
     log.debug("settings in force: %r", settings)  # secrets show as ***
+    for note in hajimi_notes:
+        log.warning("%s", note)
     data_dir = resolve_data_dir(settings.DATA_DIR)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -171,6 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if kl.pool.rejected:
             log.warning("%d value(s) in GEMINI_API_KEYS are not keys (need 8-512 printable characters) "
                         "and were ignored", kl.pool.rejected)
+        odd = [mask(k) for k in settings.GEMINI_API_KEYS if valid_key_text(k) and not looks_like_gemini_key(k)]
+        if odd and not args.demo:
+            log.warning("%d value(s) in GEMINI_API_KEYS do not look like Gemini keys (AIza… or AQ.…): %s. They are "
+                        "used anyway; Google will say whether they work (check for a stray character)",
+                        len(odd), ", ".join(odd[:10]))
         if not kl.pool.keys:
             log.warning("no Gemini key configured: set GEMINI_API_KEYS (or try --demo)")
         await serve(kl)

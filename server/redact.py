@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import unquote
 
 # Key characters, ASCII only: the patterns never stretch over non-ASCII letters that `re.I` would fold.

@@ -181,7 +181,7 @@ class Renderer:
         done: list[str | None] = []
         try:
             await asyncio.wait_for(self._exchange(proc, texts, done), self.budget)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("rendering %d text(s) took over %gs: the renderer was restarted", len(texts), self.budget)
             await self._stop_worker()
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
@@ -193,7 +193,7 @@ class Renderer:
         finally:
             self.busy = False
         done += [None] * (len(texts) - len(done))
-        return [html if html is not None else unrendered(text) for text, html in zip(texts, done)]
+        return [html if html is not None else unrendered(text) for text, html in zip(texts, done, strict=True)]
 
     async def _exchange(self, proc: asyncio.subprocess.Process, texts: list[str], done: list[str | None]) -> None:
         assert proc.stdin is not None and proc.stdout is not None

@@ -23,8 +23,9 @@ import asyncio
 import collections
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from .clock import Clock
 from .settings import Settings

@@ -11,11 +11,14 @@ import os
 import re
 import sys
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .keyshapes import split_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_PATH = ROOT / "conf" / "settings.toml"
@@ -115,6 +118,8 @@ def parse_value(spec: SettingSpec, raw: str) -> Any:
         return value
     if t == "list":
         return split_list(text)
+    if t == "keys":
+        return split_keys(text)
     if t == "intmap":
         mapping: dict[str, int] = {}
         for item in split_list(text):
@@ -164,14 +169,30 @@ def parse_value(spec: SettingSpec, raw: str) -> Any:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("expected an http:// or https:// URL")
         return text.rstrip("/")
+    if t == "proxy":
+        return _proxy_url(text)
     raise ValueError(f"unknown setting type {t!r} in conf/settings.toml")
+
+
+def _proxy_url(text: str) -> str:
+    """An upstream proxy URL: http:// or https://, a host, a port, optionally user:password (percent-encoded).
+    Checked by the parser the HTTP client uses, so what starts is what it can speak; messages never repeat the URL
+    (it may hold a password)."""
+    if not text:
+        return ""
+    from .upstream.http import Proxy  # here, not at the top: only this type needs the HTTP client
+
+    Proxy.parse(text)  # ValueError with a reason
+    if urlsplit(text).port is None:
+        raise ValueError("a proxy URL needs its port, such as http://host:3128")
+    return text.rstrip("/")
 
 
 def format_value(spec: SettingSpec, value: Any) -> str:
     """A value written back as the text an environment variable would hold (parse_value's inverse)."""
     if spec.type == "bool":
         return "true" if value else "false"
-    if spec.type == "list":
+    if spec.type in ("list", "keys"):
         return ", ".join(value)
     if spec.type in ("intmap", "strmap"):
         return ", ".join(f"{k}={v}" for k, v in value.items())
@@ -180,8 +201,14 @@ def format_value(spec: SettingSpec, value: Any) -> str:
     return str(value)
 
 
+if TYPE_CHECKING:  # each setting a typed attribute, so that a misspelt one fails the type check
+    from .setting_fields import SettingFields as _Fields
+else:
+    _Fields = object
+
+
 @dataclass
-class Settings:
+class Settings(_Fields):
     """The settings in force: plain attributes (fast on the request path) plus where each came from."""
 
     values: dict[str, Any]
@@ -192,15 +219,16 @@ class Settings:
         for k, v in self.values.items():
             object.__setattr__(self, k, v)
 
-    def __getattr__(self, name: str) -> Any:  # only reached for names not set in __post_init__
-        raise AttributeError(f"no setting named {name}")
+    if not TYPE_CHECKING:  # the type checker sees the typed fields; at run time, a clear message for a non-setting
+        def __getattr__(self, name: str) -> Any:  # only reached for names not set in __post_init__
+            raise AttributeError(f"no setting named {name}")
 
     def __repr__(self) -> str:  # never print secrets
         shown = {k: ("***" if self.specs.get(k) and self.specs[k].secret and v else v) for k, v in self.values.items()}
         return f"Settings({shown})"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, specs: dict[str, SettingSpec] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, specs: dict[str, SettingSpec] | None = None) -> Settings:
         env = os.environ if env is None else env
         specs = specs or load_specs()
         values: dict[str, Any] = {}
@@ -222,7 +250,7 @@ class Settings:
             raise SettingsError(problems)
         return cls(values, sources, specs)
 
-    def replace(self, _source: str = "dashboard", **changes: Any) -> "Settings":
+    def replace(self, _source: str = "dashboard", **changes: Any) -> Settings:
         """A copy with some values changed; their source becomes `_source`."""
         values = dict(self.values)
         sources = dict(self.sources)
@@ -235,13 +263,15 @@ class Settings:
 
 
 def resolve_data_dir(configured: str) -> Path:
-    """DATA_DIR, or /data when it exists and is writable (a Space with persistent storage), else ./data."""
+    """DATA_DIR, or /data when it exists and is writable (a Space with persistent storage), else `data` next to
+    the program (not in the current directory: started from elsewhere, Keyloom would otherwise make a new,
+    empty data directory there, with a new password and no history)."""
     if configured:
-        return Path(configured)
+        return Path(configured).expanduser().resolve()
     data = Path("/data")
     if data.is_dir() and os.access(data, os.W_OK):
         return data
-    return Path.cwd() / "data"
+    return ROOT / "data"
 
 
 def markdown_table(lang: str = "en", specs: dict[str, SettingSpec] | None = None) -> str:
@@ -274,16 +304,37 @@ def readme_with_table(text: str, lang: str) -> str:
     return f"{head}{begin}\n{markdown_table(lang)}{end}{tail}"
 
 
+PY_TYPES = {"str": "str", "int": "int", "float": "float", "bool": "bool", "list": "list[str]", "keys": "list[str]",
+            "intmap": "dict[str, int]", "strmap": "dict[str, str]", "hops": "int | str", "tz": "str", "path": "str",
+            "url": "str", "proxy": "str"}
+FIELDS_PATH = ROOT / "server" / "setting_fields.py"
+
+
+def fields_module(specs: dict[str, SettingSpec] | None = None) -> str:
+    """server/setting_fields.py: every setting of conf/settings.toml as a typed attribute (for the type checker)."""
+    specs = specs or load_specs()
+    lines = ['"""Generated from conf/settings.toml by `python -m server.settings --write-readmes`; do not edit.',
+             "",
+             "Each setting as a typed attribute of Settings, for the type checker only: a misspelt setting (or one",
+             'used as the wrong type) fails `mypy`. A test keeps this file in step with conf/settings.toml."""',
+             "from __future__ import annotations", "", "",
+             "class SettingFields:"]
+    lines += [f"    {s.name}: {PY_TYPES[s.type]}" for s in specs.values()]
+    return "\n".join(lines) + "\n"
+
+
 def _main(argv: Iterable[str]) -> int:
     args = list(argv)
     if args[:1] == ["--markdown"]:
         sys.stdout.write(markdown_table(args[1] if len(args) > 1 else "en"))
         return 0
-    if args[:1] == ["--write-readmes"]:
+    if args[:1] == ["--write-readmes"]:  # and the typed fields: both follow conf/settings.toml
         for lang, path in READMES.items():
             path.write_text(readme_with_table(path.read_text(encoding="utf-8"), lang), encoding="utf-8")
+        FIELDS_PATH.write_text(fields_module(), encoding="utf-8")
         return 0
-    sys.stderr.write("usage: python -m server.settings --markdown [en|zh] | --write-readmes\n")
+    sys.stderr.write("usage: python -m server.settings --markdown [en|zh] | --write-readmes (also writes "
+                     "server/setting_fields.py)\n")
     return 2
 
 

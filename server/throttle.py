@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from .clock import Clock
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -18,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 from server.app import Keyloom  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from tests.fake_gemini import FakeGemini  # noqa: E402
+from tests.support.closing import close_all, track  # noqa: E402
 from tests.support.loop import LoopThread  # noqa: E402
 
 PASSWORD = "test-password-0123456789"
@@ -51,7 +53,7 @@ class Running:
         kw.setdefault("api_key", PASSWORD)
         kw.setdefault("max_retries", 0)
         kw.setdefault("timeout", 20.0)
-        return openai.OpenAI(base_url=kw.pop("base_url", self.base_url), **kw)
+        return track(openai.OpenAI(base_url=kw.pop("base_url", self.base_url), **kw))
 
     def http(self, **kw: Any) -> httpx.Client:
         kw.setdefault("timeout", 20.0)
@@ -136,12 +138,30 @@ def start_keyloom(loop_thread: LoopThread, fake: FakeGemini, tmp_path: Path) -> 
 
     yield start
     for r in started:
+        if r._client is not None:
+            r._client.close()
         loop_thread.run(r.kl.stop(0))
 
 
 @pytest.fixture
 def keyloom(start_keyloom: Callable[..., Running]) -> Running:
     return start_keyloom()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium for the page tests (imported here, not at the top: tests/support/browser.py skips the
+    module that imports it where Chromium is missing)."""
+    from tests.support.browser import launch
+
+    yield from launch()
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Clients a test opened (tests/support/closing.py) are closed when it ends."""
+    yield
+    close_all()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,4 +1,5 @@
-"""A real HTTP fake of the Gemini API (v1beta), following ../shared/reference/gemini.md.
+"""A real HTTP fake of the Gemini API (v1beta), following Google's API reference (https://ai.google.dev/api) and the
+replies other projects recorded (tests/data/gemini_corpus).
 
 - `GET /v1beta/models` with `pageSize`/`pageToken` pagination;
 - `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse`
@@ -13,11 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
 import hashlib
+import re
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import tornado.web
 import ujson
@@ -75,11 +80,12 @@ def leaked_body() -> dict[str, Any]:
 def quota_body(model: str, per: str = "minute", retry: str = "47s") -> dict[str, Any]:
     quota_id = ("GenerateRequestsPerMinutePerProjectPerModel-FreeTier" if per == "minute"
                 else "GenerateRequestsPerDayPerProjectPerModel-FreeTier")
+    limit = 10 if per == "minute" else 250  # the free tier's; "limit: 0" is Google's word for "no free tier"
     return error_body(429, "RESOURCE_EXHAUSTED",
                       "You exceeded your current quota, please check your plan and billing details. For more "
                       "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n"
                       "* Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_"
-                      f"requests, limit: 0, model: {model}\nPlease retry in {retry.rstrip('s')}s.", [
+                      f"requests, limit: {limit}, model: {model}\nPlease retry in {retry.rstrip('s')}s.", [
                           {"@type": "type.googleapis.com/google.rpc.Help",
                            "links": [{"description": "Learn more about Gemini API quotas",
                                       "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
@@ -139,7 +145,12 @@ def text_reply(text: str, *, thought: str | None = None, finish: str = "STOP", p
             "usageMetadata": usage, "modelVersion": "gemini-2.5-flash", "responseId": response_id}
 
 
-def function_call_reply(name: str, args: dict[str, Any], signature: str | None = "CikBcsjafSIGNATURE==") -> dict:
+# What Gemini sends is opaque base64 (google-genai decodes it into bytes, and refuses a whole reply whose
+# signature is not canonical base64).
+DEFAULT_SIGNATURE = base64.b64encode(b"\n)\x01r\xc8\xda}fake-thought-signature").decode()
+
+
+def function_call_reply(name: str, args: dict[str, Any], signature: str | None = DEFAULT_SIGNATURE) -> dict:
     part: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
     if signature:
         part["thoughtSignature"] = signature
@@ -204,6 +215,12 @@ class Reply:
     raw: bytes | None = None               # write these bytes as the whole answer, then drop the connection
     reset_after_events: bool = False       # streaming: drop the connection after the events, no clean end
     headers: dict[str, str] = field(default_factory=dict)
+    # streaming: after the first `hold_after` events, wait until another thread releases `hold` once (so a
+    # test can go on when a client has shown what it got so far, not after a guessed time)
+    hold: threading.Semaphore | None = None
+    hold_after: int = 1
+    # before answering at all: wait until another thread sets `gate` (a test's own sequence point, not a time)
+    gate: threading.Event | None = None
 
 
 @dataclass
@@ -217,6 +234,17 @@ class Recorded:
     body: Any
     time: float
     raw: bytes = b""
+
+
+def wire_field(obj: Any, name: str) -> Any:
+    """A request field by its JSON name, in camelCase or in snake_case: the Gemini API takes both (proto JSON
+    names), and clients send both (google-genai: `thinkingConfig: {"include_thoughts": …}`; LiteLLM:
+    `system_instruction`, `generationConfig: {"max_output_tokens": …}`)."""
+    if not isinstance(obj, dict):
+        return None
+    if name in obj:
+        return obj[name]
+    return obj.get(re.sub(r"[A-Z]", lambda m: "_" + m.group(0).lower(), name))
 
 
 def last_user_text(body: dict[str, Any]) -> str:
@@ -239,7 +267,7 @@ def bench_params(model: str) -> dict[str, float] | None:
         return None
     parts = model.split("-")[1:]
     params: dict[str, float] = {}
-    for name, value in zip(parts[::2], parts[1::2]):
+    for name, value in zip(parts[::2], parts[1::2], strict=False):
         try:
             params[name] = float(value)
         except ValueError:
@@ -252,8 +280,8 @@ def default_reply(body: dict[str, Any], model: str) -> dict[str, Any]:
     if bench and bench.get("words"):
         n = int(bench["words"])
         return text_reply(" ".join(WORDS[i % len(WORDS)] for i in range(n)), prompt_tokens=10)
-    thinking = (body.get("generationConfig") or {}).get("thinkingConfig") or {}
-    thought = "Thinking about the question." if thinking.get("includeThoughts") else None
+    thinking = wire_field(wire_field(body, "generationConfig"), "thinkingConfig")
+    thought = "Thinking about the question." if wire_field(thinking, "includeThoughts") else None
     reply = text_reply(f"Echo: {last_user_text(body)}", thought=thought, thoughts_tokens=5 if thought else 0)
     reply["modelVersion"] = model
     return reply
@@ -446,7 +474,7 @@ class GenerateHandler(_Base):
                 return
             parts = ((item.get("content") or {}).get("parts") or [{}])
             text = "".join(p.get("text", "") for p in parts)
-            vectors.append({"values": fake_vector(text, int(item.get("outputDimensionality") or EMBED_DIMS))})
+            vectors.append({"values": fake_vector(text, int(wire_field(item, "outputDimensionality") or EMBED_DIMS))})
         self.send_json(200, {"embedding": vectors[0]} if action == "embedContent" else {"embeddings": vectors})
 
     async def post(self, model: str, action: str) -> None:
@@ -466,7 +494,7 @@ class GenerateHandler(_Base):
             return
         if action == "countTokens":
             body = rec.body if isinstance(rec.body, dict) else {}
-            contents = body.get("contents") or (body.get("generateContentRequest") or {}).get("contents") or []
+            contents = body.get("contents") or wire_field(wire_field(body, "generateContentRequest"), "contents") or []
             words = sum(len(str(p.get("text", "")).split()) for c in contents for p in c.get("parts", []))
             self.send_json(200, {"totalTokens": words, "promptTokensDetails": [{"modality": "TEXT",
                                                                                 "tokenCount": words}]})
@@ -487,6 +515,8 @@ class GenerateHandler(_Base):
         delay = reply.delay + self.fake.latency + (bench or {}).get("wait", 0.0)
         if delay:
             await asyncio.sleep(delay)
+        if reply.gate is not None:
+            await asyncio.to_thread(reply.gate.wait, 60)
         if reply.close_early:
             self.request.connection.stream.close()
             return
@@ -517,6 +547,8 @@ class GenerateHandler(_Base):
                     await asyncio.sleep(gap)
                 self.write(event if isinstance(event, bytes) else frame(event))
                 await self.flush()
+                if reply.hold is not None and i + 1 == reply.hold_after:
+                    await asyncio.to_thread(reply.hold.acquire, True, 60)
         except StreamClosedError:
             return
         if reply.reset_after_events:

@@ -69,7 +69,8 @@ def answer(model: str, text: str) -> dict[str, Any]:
     return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
                          "logprobs": None}],
-            "usage": {"prompt_tokens": 7, "completion_tokens": len(text.split()), "total_tokens": 7 + len(text.split())},
+            "usage": {"prompt_tokens": 7, "completion_tokens": len(text.split()),
+                      "total_tokens": 7 + len(text.split())},
             "system_fingerprint": "fp_fake"}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import time
 
 import httpx
 import openai
@@ -15,6 +14,7 @@ from server.store.db import DB_FILE
 from tests.conftest import KEYS, PASSWORD, make_key
 from tests.fake_gemini import Reply, text_reply
 from tests.support.admin import AdminClient
+from tests.support.closing import track
 from tests.support.proc import KeyloomProcess
 
 ADMIN = "admin-password-abcdefghij"
@@ -30,7 +30,7 @@ def proc_env(fake, keys=KEYS, **extra):
 
 
 def client(p):
-    return openai.OpenAI(base_url=p.url + "/v1", api_key=PASSWORD, max_retries=0, timeout=20)
+    return track(openai.OpenAI(base_url=p.url + "/v1", api_key=PASSWORD, max_retries=0, timeout=20))
 
 
 def snapshot(a: AdminClient) -> dict:
@@ -151,7 +151,7 @@ def test_no_full_key_in_responses_pages_logs_or_the_database(fake, tmp_path):
     """Every upstream error kind, on keys of their own; then search everything for every full key."""
     env_keys = [make_key(40 + i) for i in range(len(KINDS))] + [make_key(60)]
     added = make_key(61)
-    for k, kind in zip(env_keys, KINDS):
+    for k, kind in zip(env_keys, KINDS, strict=False):
         fake.keys[k] = kind
     fake.allow(env_keys[-1], added)
     env = proc_env(fake, keys=env_keys, CONCURRENT_REQUESTS=1, MAX_RETRY_NUM=20)

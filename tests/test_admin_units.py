@@ -6,10 +6,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from server.throttle import WINDOW, CredentialThrottle
 from server.clock import ManualClock
 from server.settings import Settings, format_value, load_specs, parse_value
 from server.store.requestlog import DayOf, outcome
+from server.throttle import WINDOW, CredentialThrottle
 
 
 def test_throttle_window_and_independent_ips():

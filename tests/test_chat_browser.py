@@ -5,28 +5,17 @@ from __future__ import annotations
 
 import json
 import time
-
-import pytest
+from pathlib import Path
 
 from tests.conftest import PASSWORD
 from tests.fake_gemini import Reply, stream_events, text_reply
-from tests.test_dashboard_browser import ARGS, CHROMIUM, shot  # noqa: F401 - skips with it when no Chromium
-
-sync_api = pytest.importorskip("playwright.sync_api")
-expect = sync_api.expect
+from tests.support.browser import expect, shot
 
 STORY = ("Once upon a time a llama walked across the high plains of the Andes looking for the best grass "
          "and it found a quiet valley where the wind was kind and the water was cold and clear.")
 RICH = ("Here is a table:\n\n| animal | legs |\n|---|---|\n| llama | 4 |\n| duck | 2 |\n\nand some code:\n\n"
         "```python\nprint('hello, llama')\n```\n\nDone.")
 
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def streamed(text, pieces=6, gap=0.25):
@@ -142,11 +131,11 @@ def test_chat_playground_end_to_end(browser, start_keyloom, fake):
     expect(page.locator(".msg")).to_have_count(2)
     with page.expect_download() as dl:
         page.click("#export-json")
-    exported = json.loads(open(dl.value.path(), encoding="utf-8").read())
+    exported = json.loads(Path(dl.value.path()).read_text(encoding="utf-8"))
     assert exported["title"] == "Llama poems" and exported["messages"][0]["content"] == "Tell me a poem instead"
     with page.expect_download() as dl:
         page.click("#export-md")
-    assert open(dl.value.path(), encoding="utf-8").read().startswith("# Llama poems")
+    assert Path(dl.value.path()).read_text(encoding="utf-8").startswith("# Llama poems")
     page.click("#delete-conv")
     expect(page.locator("#conv-list li")).to_have_count(1)
     assert page.inner_text("#conv-list") == "Tell me about otters"
@@ -219,7 +208,8 @@ def test_chat_at_phone_width(browser, start_keyloom, fake):
     shot(page, "chat-phone")
     # an attached image travels as a data URL and reaches Gemini as inline data
     import base64
-    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQ"
+                           "AAAABJRU5ErkJggg==")
     page.set_input_files("#attach", files=[{"name": "dot.png", "mimeType": "image/png", "buffer": png}])
     expect(page.locator("#attachments img")).to_have_count(1)
     fake.responder = lambda rec: Reply(body=text_reply("A single dot."))

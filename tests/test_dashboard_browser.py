@@ -4,49 +4,12 @@ change a setting and see the next request follow it, switch language, sign out. 
 main views at desktop and phone width go to tests/artifacts/."""
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import httpx
-import pytest
 
 from tests.conftest import KEYS, make_key
+from tests.support.browser import expect, shot
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-README_SHOTS = Path(__file__).resolve().parent / "screenshots"
 ADMIN = "admin-password-abcdefghij"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-
-if not os.path.exists(CHROMIUM):
-    if os.environ.get("KEYLOOM_REQUIRE_BROWSER"):
-        raise RuntimeError(f"Chromium is required (KEYLOOM_REQUIRE_BROWSER) but {CHROMIUM} does not exist")
-    pytest.skip("Debian's chromium is not installed (.ci/run installs it)", allow_module_level=True)
-
-sync_api = pytest.importorskip("playwright.sync_api")
-expect = sync_api.expect
-
-
-@pytest.fixture(scope="module")
-def browser():
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
-
-
-def shot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=name.endswith("full"))
-    if os.environ.get("KEYLOOM_UPDATE_SCREENSHOTS") and name in ("dashboard-desktop", "dashboard-phone",
-                                                                  "chat-desktop", "chat-phone"):
-        README_SHOTS.mkdir(exist_ok=True)
-        shutil.copy(path, README_SHOTS / path.name)
-    return path
 
 
 def traffic(running, fake) -> None:

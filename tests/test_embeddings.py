@@ -14,7 +14,7 @@ from tests.support.openai_schema import validate
 
 
 def close(a, b):
-    return len(a) == len(b) and all(abs(x - y) < 1e-6 for x, y in zip(a, b))
+    return len(a) == len(b) and all(abs(x - y) < 1e-6 for x, y in zip(a, b, strict=True))
 
 
 def test_one_string_float(keyloom, fake):
@@ -33,7 +33,7 @@ def test_250_strings_become_three_batches_in_order_with_the_sdk_default_base64(k
     texts = [f"text number {i}" for i in range(250)]
     r = keyloom.client().embeddings.create(model="gemini-embedding-001", input=texts, dimensions=16)
     assert [d.index for d in r.data] == list(range(250))
-    for text, d in zip(texts, r.data):
+    for text, d in zip(texts, r.data, strict=True):
         assert close(d.embedding, fake_vector(text, 16))  # the SDK decoded our base64
     calls = [c for c in fake.requests if c.action == "batchEmbedContents"]
     assert sorted(len(c.body["requests"]) for c in calls) == [50, 100, 100]
@@ -49,7 +49,7 @@ def test_base64_is_little_endian_float32(keyloom):
                       json={"model": "gemini-embedding-001", "input": ["a", "b"], "encoding_format": "base64"})
     body = r.json()
     validate("CreateEmbeddingResponse", {**body, "data": [{**d, "embedding": [0.0]} for d in body["data"]]})
-    for text, d in zip(["a", "b"], body["data"]):
+    for text, d in zip(["a", "b"], body["data"], strict=True):
         raw = base64.b64decode(d["embedding"])
         assert close(list(struct.unpack(f"<{len(raw) // 4}f", raw)), fake_vector(text, EMBED_DIMS))
 

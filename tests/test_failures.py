@@ -1,4 +1,5 @@
-"""Upstream failures are read (reference/gemini.md §7), not guessed; the policy tables say what each does."""
+"""Upstream failures are read from Google's error bodies (google.rpc.Status with ErrorInfo, QuotaFailure and RetryInfo
+details: https://ai.google.dev/gemini-api/docs/troubleshooting), not guessed; the policy tables say what each does."""
 from __future__ import annotations
 
 import json
@@ -10,8 +11,18 @@ from server.pool.keys import Unavailable
 from server.pool.policy import POLICY, DispatchError, KeyEffect, client_error, unavailable_error, verdict
 from server.redact import Redactor
 from server.upstream import failures as F
-from tests.fake_gemini import (bad_request_body, error_body, internal_body, invalid_key_body, leaked_body,
-                               not_found_body, overloaded_body, quota_body, suspended_body, text_reply)
+from tests.fake_gemini import (
+    bad_request_body,
+    error_body,
+    internal_body,
+    invalid_key_body,
+    leaked_body,
+    not_found_body,
+    overloaded_body,
+    quota_body,
+    suspended_body,
+    text_reply,
+)
 
 KEY = "AIzaSyFakeKey0001abcdefghijklmnopqrstu"
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import httpx
 import pytest
 
 from tests.conftest import KEYS
-from tests.fake_gemini import (FakeGemini, Reply, bad_request_body, frame, stream_events, text_reply)
+from tests.fake_gemini import FakeGemini, Reply, bad_request_body, frame, stream_events, text_reply
 from tests.support.openai_schema import validate
 
 MODES = ("plain", "fake-stream", "real-stream")
@@ -85,7 +85,8 @@ FAULTS: dict[str, Fault] = {
         {"plain": 2, "fake-stream": 2, "real-stream": 1}),
     "truncated_sse_event": Fault(
         lambda fake: fake.script.extend([TRUNCATED_EVENT, Reply(body=text_reply(TEXT))]) if fake.mode == "real-stream"
-        else fake.script.extend([Reply(body=b'{"candidates": [{"content": {"parts": [{"te'), Reply(body=text_reply(TEXT))]),
+        else fake.script.extend([Reply(body=b'{"candidates": [{"content": {"parts": [{"te'),
+                                 Reply(body=text_reply(TEXT))]),
         {"plain": "recovers", "fake-stream": "recovers", "real-stream": "partial"},
         {"plain": 2, "fake-stream": 2, "real-stream": 1}),
     "malformed_json": Fault(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import secrets
 import socket
 import sqlite3
 import time
@@ -22,6 +23,7 @@ from server.throttle import WINDOW, CredentialThrottle
 from tests.conftest import KEYS, PASSWORD
 from tests.fake_gemini import Reply
 from tests.support.admin import AdminClient
+from tests.support.closing import track
 from tests.support.wait import closed_by_peer, raw_request, wait_until
 
 ADMIN = "admin-password-for-hardening"
@@ -274,7 +276,7 @@ def test_behind_a_trusted_proxy_requests_in_progress_are_capped_per_forwarded_cl
     fake.responder = hold
     a = {**kl.auth(), "X-Forwarded-For": "203.0.113.1"}
     body = {"model": "gemini-2.5-flash", "messages": HELLO}
-    clients = [httpx.Client(base_url=kl.url, timeout=60) for _ in range(2)]
+    clients = [track(httpx.Client(base_url=kl.url, timeout=60)) for _ in range(2)]
     import threading
     threads = [threading.Thread(target=lambda c=c: _quiet_post(c, body, a), daemon=True) for c in clients]
     for t in threads:
@@ -359,7 +361,8 @@ def test_conversations_are_capped_in_number_and_bytes(start_keyloom, loop_thread
 
 
 def test_failed_sign_ins_from_many_addresses_write_one_audit_row(start_keyloom, loop_thread):
-    kl = start_keyloom(ADMIN_PASSWORD=ADMIN, TRUST_PROXY_HEADERS="1")
+    # only the explicit flush below writes (the timer would split the 50 over its ticks)
+    kl = start_keyloom(ADMIN_PASSWORD=ADMIN, TRUST_PROXY_HEADERS="1", FLUSH_INTERVAL="60")
     with kl.http() as http:
         for i in range(50):
             r = http.post("/api/login", json={"password": "guess"}, headers={"X-Forwarded-For": f"192.0.2.{i}"})
@@ -377,19 +380,21 @@ def test_a_full_disk_leaves_the_api_serving_and_pages_answering_clearly(start_ke
     async def fill_disk() -> None:  # SQLite's own "database or disk is full", without filling a real disk
         (pages,), = await kl.kl.db.fetchall("PRAGMA page_count")
         await kl.kl.db.fetchall(f"PRAGMA max_page_count = {pages}")
-        i = 0
-        # use up the free pages, then the room left in the pages of the tables these routes write to
-        for sql in ("INSERT INTO meta (name, value) VALUES (?, ?)",
-                    "INSERT INTO admin_session (token_hash, csrf, created_at, expires_at) VALUES (?, ?, 0, 0)"):
-            for size in (2000, 300, 50, 1):
-                while True:
-                    i += 1
-                    try:
-                        await kl.kl.db.write([(sql, [(f"f{i}", "x" * size)])])
-                    except sqlite3.OperationalError as e:
-                        assert "full" in str(e)
-                        break
-                    assert i < 100_000, "the database never filled up"
+        # Fill the room left in the file's pages with rows shaped like sign-in sessions (random keys land in every
+        # leaf, as a real session's would): once many tries in a row fail, no session row fits anywhere.
+        failures = tries = 0
+        while failures < 300:
+            tries += 1
+            assert tries < 200_000, "the database never filled up"
+            # not expired: the periodic prune deletes expired sessions, which would make room again
+            row = (secrets.token_hex(32), secrets.token_urlsafe(24), time.time(), time.time() + 3600, "127.0.0.1")
+            try:
+                await kl.kl.db.write([("INSERT INTO admin_session (token_hash, csrf, created_at, expires_at, "
+                                       "client_ip) VALUES (?, ?, ?, ?, ?)", [row])])
+                failures = 0
+            except sqlite3.OperationalError as e:
+                assert "full" in str(e)
+                failures += 1
     loop_thread.run(fill_disk())
     client = kl.client()
     for _ in range(3):
@@ -531,3 +536,11 @@ def test_tool_arguments_nested_too_deeply_to_pass_on_are_a_400(keyloom, fake):
                       content=json.dumps({"model": "gemini-2.5-flash", "messages": messages}))
     assert r.status_code == 400, r.text[:300]
     assert fake.generate_calls() == []
+
+
+def test_a_stopped_keyloom_gives_its_data_dir_back(start_keyloom, tmp_path, loop_thread):
+    first = start_keyloom(data_dir=tmp_path / "shared")
+    loop_thread.run(first.kl.stop(0))
+    second = start_keyloom(data_dir=tmp_path / "shared")  # refused with DataDirBusy if the lock were kept
+    with second.http() as http:
+        assert http.get("/health").status_code == 200

@@ -9,8 +9,16 @@ import tornado.web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from server.upstream.http import (ConnectFailed, ConnectionBroken, ForbiddenAddress, HttpClient, HttpTimeout, Origin,
-                                  ResponseTooLarge, _forbidden_ip)
+from server.upstream.http import (
+    ConnectFailed,
+    ConnectionBroken,
+    ForbiddenAddress,
+    HttpClient,
+    HttpTimeout,
+    Origin,
+    ResponseTooLarge,
+    _forbidden_ip,
+)
 
 
 class Counting(HTTPServer):

@@ -10,7 +10,8 @@ import collections
 import json
 import socket
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import tornado.web

@@ -5,42 +5,14 @@ import base64
 
 import openai
 import pytest
-import tornado.web
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg==")
-
-
-class Image(tornado.web.RequestHandler):
-    def get(self, name):
-        if name == "cat.png":
-            self.set_header("Content-Type", "image/png")
-            self.write(PNG)
-        elif name == "untyped":
-            self.set_header("Content-Type", "application/octet-stream")
-            self.write(PNG)
-        elif name == "big.png":
-            self.set_header("Content-Type", "image/png")
-            self.write(b"\x89PNG" + b"0" * 50_000)
-        elif name == "page.html":
-            self.write("<html>not an image</html>")
-        elif name == "moved":
-            self.redirect("/img/cat.png")
-        else:
-            self.set_status(404)
+from tests.support.images import PNG, serving_images
 
 
 @pytest.fixture(scope="module")
 def images(loop_thread):
-    async def start():
-        server = HTTPServer(tornado.web.Application([(r"/img/(.+)", Image)], log_function=lambda h: None))
-        sockets = bind_sockets(0, "127.0.0.1")
-        server.add_sockets(sockets)
-        return server, f"http://127.0.0.1:{sockets[0].getsockname()[1]}/img"
-    server, url = loop_thread.run(start())
-    yield url
-    loop_thread.call(server.stop)
+    with serving_images(loop_thread) as url:
+        yield url
 
 
 def ask(kl, url):

@@ -28,7 +28,8 @@ def test_generate_passes_the_body_through_with_a_pooled_key(client, keyloom, fak
     config = types.GenerateContentConfig(
         system_instruction="be brief", temperature=0.3,
         tools=[types.Tool(function_declarations=[types.FunctionDeclaration(
-            name="get_weather", description="w", parameters={"type": "OBJECT", "properties": {"c": {"type": "STRING"}}})])],
+            name="get_weather", description="w",
+            parameters={"type": "OBJECT", "properties": {"c": {"type": "STRING"}}})])],
         tool_config=types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode="NONE")))
     r = client.models.generate_content(model="gemini-2.5-flash", contents="Say hi", config=config)
     assert r.text

@@ -43,7 +43,8 @@ def test_cookie_sign_in_needs_csrf_for_changes(keyloom):
     with keyloom.http() as http:
         assert http.post("/chat/login", json={"password": "nope"}).status_code == 401
         r = http.post("/chat/login", json={"password": PASSWORD})
-        assert r.status_code == 200 and "HttpOnly" in r.headers["set-cookie"] and "SameSite=Strict" in r.headers["set-cookie"]
+        cookie = r.headers["set-cookie"]
+        assert r.status_code == 200 and "HttpOnly" in cookie and "SameSite=Strict" in cookie
         csrf = r.json()["csrf"]
         assert http.get("/api/conversations").status_code == 200  # reads need only the cookie
         assert http.post("/api/conversations", json=CONV).status_code == 401  # changes need the token too
@@ -60,7 +61,8 @@ def test_create_read_update_search_delete(api):
     c = api.post("/api/conversations", json=CONV).json()
     assert c["title"] == "What is a llama?" and c["params"]["temperature"] == 0.4
     assert c["messages"][1]["usage"] == {"prompt_tokens": 5, "completion_tokens": 3}
-    other = api.post("/api/conversations", json={"messages": [{"role": "user", "content": "Tell me about otters"}]}).json()
+    other = api.post("/api/conversations",
+                     json={"messages": [{"role": "user", "content": "Tell me about otters"}]}).json()
     r = api.put(f"/api/conversations/{c['id']}", json={"title": "Llamas", "params": {"temperature": 1.2}})
     assert r.json()["title"] == "Llamas" and r.json()["params"] == {"temperature": 1.2}
     assert r.json()["messages"] == api.get(f"/api/conversations/{c['id']}").json()["messages"]
@@ -144,7 +146,8 @@ def test_conversations_survive_a_restart(fake, tmp_path):
         p.stop()
     p = KeyloomProcess(env=env, data_dir=tmp_path).wait_ready()
     try:
-        again = httpx.get(f"{p.url}/api/conversations/{c['id']}", headers={"Authorization": f"Bearer {PASSWORD}"}).json()
+        again = httpx.get(f"{p.url}/api/conversations/{c['id']}",
+                          headers={"Authorization": f"Bearer {PASSWORD}"}).json()
     finally:
         p.stop()
     assert again == c

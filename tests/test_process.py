@@ -7,21 +7,22 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import openai
 import pytest
 
 from tests.conftest import KEYS, PASSWORD
+from tests.support.closing import track
 from tests.support.proc import ROOT, KeyloomProcess
+from tests.support.wait import wait_until
 
 
 def test_demo_answers_offline_with_no_key(tmp_path):
     # A base URL nobody can reach (TEST-NET-1): the demo must not use it, nor any network.
     p = KeyloomProcess("--demo", env={"GEMINI_BASE_URL": "http://192.0.2.1"}, data_dir=tmp_path).wait_ready()
     try:
-        client = openai.OpenAI(base_url=p.url + "/v1", api_key=p.password(), max_retries=0, timeout=20)
+        client = track(openai.OpenAI(base_url=p.url + "/v1", api_key=p.password(), max_retries=0, timeout=20))
         models = [m.id for m in client.models.list()]
         assert "gemini-2.5-flash" in models
         reply = client.chat.completions.create(model="gemini-2.5-flash",
@@ -76,13 +77,13 @@ def test_a_stop_signal_lets_an_in_flight_request_finish_then_exits_0(tmp_path, s
     result = {}
 
     def slow_request():  # the demo's pro model takes 2.5 s
-        client = openai.OpenAI(base_url=p.url + "/v1", api_key=PASSWORD, max_retries=0, timeout=20)
+        client = track(openai.OpenAI(base_url=p.url + "/v1", api_key=PASSWORD, max_retries=0, timeout=20))
         result["reply"] = client.chat.completions.create(
             model="gemini-2.5-pro", messages=[{"role": "user", "content": "slow one"}]).choices[0].message.content
 
     t = threading.Thread(target=slow_request)
     t.start()
-    time.sleep(0.8)
+    wait_until(lambda: httpx.get(p.url + "/health").json()["in_flight"] == 1, "the slow request to be in flight")
     assert p.stop(sig) == 0
     t.join(10)
     assert "slow one" in result.get("reply", "")
@@ -95,7 +96,7 @@ def test_keys_and_password_never_reach_the_log(tmp_path, fake, loop_thread):
     p = KeyloomProcess(env={"GEMINI_API_KEYS": ",".join(KEYS), "GEMINI_BASE_URL": fake.base_url,
                             "PASSWORD": PASSWORD, "LOG_LEVEL": "DEBUG"}, data_dir=tmp_path).wait_ready()
     try:
-        client = openai.OpenAI(base_url=p.url + "/v1", api_key=PASSWORD, max_retries=0, timeout=20)
+        client = track(openai.OpenAI(base_url=p.url + "/v1", api_key=PASSWORD, max_retries=0, timeout=20))
         for _ in range(4):
             client.chat.completions.create(model="gemini-2.0-flash", messages=[{"role": "user", "content": "x"}])
         import httpx

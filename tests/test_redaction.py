@@ -8,7 +8,7 @@ import sys
 from urllib.parse import unquote
 
 from server.providers import openai_compat
-from server.redact import Redactor, RedactingFilter, mask
+from server.redact import RedactingFilter, Redactor, mask
 from server.upstream import failures as F
 
 GEMINI = "AIzaSyD3xQm9Lk2Pw7Rt5Vb8Nc1Hj4Gf6Ds0aZe"                   # AIza + 35

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import threading
 import time
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 
 from server.clock import ManualClock
 from tests.fake_gemini import Reply, text_reply
+from tests.support.wait import wait_until
 
 BODY = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "tell me a story"}]}
 
@@ -29,12 +31,16 @@ def numbered(delay=0.0):
 
 def test_identical_concurrent_requests_share_one_upstream_call(start_keyloom, fake):
     running = start_keyloom(INFLIGHT_SHARING="true")
-    fake.responder = numbered(delay=0.6)
+    gate = threading.Event()  # the upstream answers only once all three requests are in Keyloom's hands
+    counter = itertools.count(1)
+    fake.responder = lambda rec: Reply(body=text_reply(f"answer {next(counter)}"), gate=gate)
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         first = pool.submit(post, running)
-        time.sleep(0.2)
+        wait_until(lambda: len(fake.generate_calls()) == 1, "the first request to reach the upstream")
         second = pool.submit(post, running)
         other = pool.submit(post, running, {**BODY, "messages": [{"role": "user", "content": "something else"}]})
+        wait_until(lambda: running.kl.in_flight == 3 and len(fake.generate_calls()) == 2, "all three in flight")
+        gate.set()
         r1, r2, r3 = first.result(), second.result(), other.result()
     assert r1.status_code == r2.status_code == r3.status_code == 200
     assert r1.json()["choices"][0]["message"]["content"] == r2.json()["choices"][0]["message"]["content"]

@@ -1,6 +1,7 @@
 """Concurrent attempt rounds, client limits (per minute, per IP per day, X-Forwarded-For), and the request log."""
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -15,7 +16,7 @@ from tests.fake_gemini import Reply, text_reply
 HELLO = [{"role": "user", "content": "hello"}]
 
 
-def wait_for(cond, timeout=3.0):
+def wait_for(cond, timeout=30.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end and not cond():
         time.sleep(0.02)
@@ -27,41 +28,49 @@ def wait_for(cond, timeout=3.0):
 @pytest.mark.parametrize("fake_streaming", ["true", "false"])
 def test_width_2_asks_two_keys_at_once_and_cancels_the_loser(start_keyloom, fake, fake_streaming):
     kl = start_keyloom(CONCURRENT_REQUESTS="2", FAKE_STREAMING=fake_streaming)
-    fake.script.extend([Reply(delay=3.0, body=text_reply("slow")), Reply(delay=0.1, body=text_reply("fast"))])
-    start = time.monotonic()
-    chunks = list(kl.client().chat.completions.create(model="gemini-2.0-flash", messages=HELLO, stream=True))
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == "fast" and time.monotonic() - start < 2.0
-    calls = fake.generate_calls()
-    assert len(calls) == 2 and calls[0].key != calls[1].key and abs(calls[0].time - calls[1].time) < 0.5
-    assert wait_for(lambda: fake.cancelled == 1)  # the slow one was hung up on
-    usage = kl.kl.pool.usage
-    assert sum(usage.requests(k.fp, "gemini-2.0-flash") for k in kl.kl.pool.keys) == 2  # both reached Google
+    never = threading.Event()  # the first key's answer is held until the test ends: only a concurrent ask gets past
+    fake.script.extend([Reply(gate=never, body=text_reply("slow")), Reply(body=text_reply("fast"))])
+    try:
+        chunks = list(kl.client().chat.completions.create(model="gemini-2.0-flash", messages=HELLO, stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == "fast"
+        calls = fake.generate_calls()
+        assert len(calls) == 2 and calls[0].key != calls[1].key
+        assert wait_for(lambda: fake.cancelled == 1)  # the slow one was hung up on
+        usage = kl.kl.pool.usage
+        assert sum(usage.requests(k.fp, "gemini-2.0-flash") for k in kl.kl.pool.keys) == 2  # both reached Google
+    finally:
+        never.set()
 
 
 def test_a_failed_round_widens_the_next(start_keyloom, fake):
     kl = start_keyloom(CONCURRENT_REQUESTS="1", INCREASE_CONCURRENT_ON_FAILURE="1", MAX_CONCURRENT_REQUESTS="3")
-    fake.script.extend([Reply(status=500), Reply(delay=0.3, status=500), Reply(delay=0.3, status=500),
-                        Reply(delay=0.3, body=text_reply("third round"))])
+    round2 = threading.Event()
+    fake.script.extend([Reply(status=500), Reply(gate=round2, status=500), Reply(gate=round2, status=500),
+                        Reply(body=text_reply("third round"))])
+    released = threading.Thread(target=lambda: wait_for(lambda: len(fake.generate_calls()) == 3, 30) and round2.set(),
+                                daemon=True)
+    released.start()  # round 2's answers wait until both of its calls have arrived: they were asked at once
     r = kl.client().chat.completions.create(model="gemini-2.0-flash", messages=HELLO)
     assert r.choices[0].message.content == "third round"
-    t = [c.time for c in fake.generate_calls()]
-    assert len(t) == 4
-    assert abs(t[1] - t[2]) < 0.2  # round 2: two keys at once
+    assert round2.is_set()
     # round 3 (width 3) found only one key ready: the other two were resting after their 500s
-    assert t[3] - t[2] > 0.25
+    assert len(fake.generate_calls()) == 4
 
 
 def test_a_request_the_upstream_rejects_ends_the_round_at_once(start_keyloom, fake):
     kl = start_keyloom(CONCURRENT_REQUESTS="3")
+    held = threading.Event()
     fake.script.extend([Reply(status=400, body={"error": {"code": 400, "status": "INVALID_ARGUMENT",
                                                           "message": "bad request"}}),
-                        Reply(delay=2.0), Reply(delay=2.0)])
-    start = time.monotonic()
-    with pytest.raises(openai.BadRequestError):
-        kl.client().chat.completions.create(model="gemini-2.0-flash", messages=HELLO)
-    assert time.monotonic() - start < 1.5
-    assert wait_for(lambda: fake.cancelled == 2)
+                        Reply(gate=held), Reply(gate=held)])
+    try:
+        with pytest.raises(openai.BadRequestError):
+            kl.client().chat.completions.create(model="gemini-2.0-flash", messages=HELLO)
+        assert not held.is_set()  # answered while the two others were still held: the round ended at once
+        assert wait_for(lambda: fake.cancelled == 2)
+    finally:
+        held.set()
 
 
 # -- client limits -------------------------------------------------------------------------------

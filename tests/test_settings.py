@@ -8,8 +8,17 @@ from pathlib import Path
 import pytest
 
 from server.auth import load_or_create_password
-from server.settings import (READMES, Settings, SettingsError, load_specs, markdown_table, readme_with_table,
-                             resolve_data_dir, split_list)
+from server.settings import (
+    READMES,
+    ROOT,
+    Settings,
+    SettingsError,
+    load_specs,
+    markdown_table,
+    readme_with_table,
+    resolve_data_dir,
+    split_list,
+)
 
 HAJIMI_DEFAULTS = {
     "FAKE_STREAMING": True, "FAKE_STREAMING_INTERVAL": 1.0, "MAX_RETRY_NUM": 15, "MAX_EMPTY_RESPONSES": 5,
@@ -83,8 +92,8 @@ def test_replace_marks_overrides():
 
 def test_data_dir(tmp_path, monkeypatch):
     assert resolve_data_dir(str(tmp_path)) == tmp_path
-    monkeypatch.chdir(tmp_path)
-    expected = Path("/data") if Path("/data").is_dir() and os.access("/data", os.W_OK) else tmp_path / "data"
+    monkeypatch.chdir(tmp_path)  # the current directory does not matter: the default is next to the program
+    expected = Path("/data") if Path("/data").is_dir() and os.access("/data", os.W_OK) else ROOT / "data"
     assert resolve_data_dir("") == expected
 
 
@@ -111,3 +120,11 @@ def test_markdown_table_lists_every_setting_once():
     table = markdown_table("en")
     for name in load_specs():
         assert table.count(f"| `{name}` |") == 1
+
+
+def test_the_typed_setting_fields_match_conf():
+    """server/setting_fields.py gives each setting its type for mypy (a misspelt setting fails the type check);
+    it is generated from conf/settings.toml and must not fall behind it."""
+    from server.settings import FIELDS_PATH, fields_module
+    assert FIELDS_PATH.read_text(encoding="utf-8") == fields_module(), \
+        "run: python -m server.settings --write-readmes"

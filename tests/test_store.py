@@ -134,7 +134,7 @@ async def test_a_failed_flush_keeps_its_rows_for_the_next_one(tmp_path):
     pool.disable(key, "InvalidKey")
     log.add(RequestRow(clock.time(), "m", key.fp, 1, 503, 1.0, 0, 0, "ip", False, "x"))
     await db.conn.execute("ALTER TABLE request_log RENAME TO request_log_gone")
-    with pytest.raises(Exception):
+    with pytest.raises(sqlite3.OperationalError):
         await flusher.flush()
     assert await db.fetchall("SELECT COUNT(*) FROM key_usage") == [(0,)]  # all or nothing
     await db.conn.execute("ALTER TABLE request_log_gone RENAME TO request_log")

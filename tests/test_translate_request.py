@@ -5,10 +5,20 @@ import base64
 
 import pytest
 
-from server.translate.openai_to_gemini import (DUMMY_SIGNATURE, SAFETY_CATEGORIES, TranslationError, build_request,
-                                               convert_messages, generation_config, make_tool_call_id,
-                                               parse_data_url, remote_image_urls, split_tool_call_id,
-                                               thinking_config, tools_and_config)
+from server.translate.openai_to_gemini import (
+    DUMMY_SIGNATURE,
+    SAFETY_CATEGORIES,
+    TranslationError,
+    build_request,
+    convert_messages,
+    generation_config,
+    make_tool_call_id,
+    parse_data_url,
+    remote_image_urls,
+    split_tool_call_id,
+    thinking_config,
+    tools_and_config,
+)
 from server.translate.schema import to_gemini_schema
 from server.translate.traits import traits_for
 
@@ -179,7 +189,8 @@ def test_assistant_tool_calls_with_content_null_and_text():
             {"id": "call_2", "type": "function", "function": {"name": "b", "arguments": "[1,2]"}}]},
     ], FLASH)
     assert contents[1]["parts"] == [{"functionCall": {"name": "a", "args": {}}}]
-    assert contents[3]["parts"] == [{"text": "Let me check."}, {"functionCall": {"name": "b", "args": {"value": [1, 2]}}}]
+    assert contents[3]["parts"] == [{"text": "Let me check."},
+                                    {"functionCall": {"name": "b", "args": {"value": [1, 2]}}}]
 
 
 def test_thought_signature_travels_inside_the_call_id():

@@ -24,7 +24,8 @@ def test_text_reply_with_thoughts():
     assert out["id"] == "chatcmpl-fakeResponseId"
     assert out["object"] == "chat.completion" and out["model"] == "gemini-2.5-flash" and out["created"] == 1700000000
     msg = out["choices"][0]["message"]
-    assert msg == {"role": "assistant", "content": "Hello!", "refusal": None, "reasoning_content": "**Planning** say hi"}
+    assert msg == {"role": "assistant", "content": "Hello!", "refusal": None,
+                   "reasoning_content": "**Planning** say hi"}
     assert out["choices"][0]["finish_reason"] == "stop" and out["choices"][0]["logprobs"] is None
     assert out["usage"] == {"prompt_tokens": 3, "completion_tokens": 18, "total_tokens": 21,
                             "prompt_tokens_details": {"cached_tokens": 0},
@@ -57,11 +58,19 @@ def test_function_call_reply_becomes_tool_calls_with_generated_ids():
 @pytest.mark.parametrize("gemini, has_calls, openai", [
     ("STOP", False, "stop"), ("MAX_TOKENS", False, "length"), ("SAFETY", False, "content_filter"),
     ("RECITATION", False, "content_filter"), ("PROHIBITED_CONTENT", False, "content_filter"),
-    ("BLOCKLIST", False, "content_filter"), ("SPII", False, "content_filter"), ("OTHER", False, "stop"),
-    ("MALFORMED_FUNCTION_CALL", False, "stop"), ("STOP", True, "tool_calls"), (None, False, None),
+    ("BLOCKLIST", False, "content_filter"), ("SPII", False, "content_filter"), ("IMAGE_SAFETY", False,
+                                                                                 "content_filter"),
+    ("STOP", True, "tool_calls"), (None, False, "stop"), ("FINISH_REASON_UNSPECIFIED", True, "tool_calls"),
 ])
 def test_finish_reason_mapping(gemini, has_calls, openai):
     assert finish_reason(gemini, has_calls) == openai
+
+
+@pytest.mark.parametrize("gemini", ["OTHER", "MALFORMED_FUNCTION_CALL", "NO_IMAGE", "UNEXPECTED_TOOL_CALL",
+                                    "TOO_MANY_TOOL_CALLS", "IMAGE_OTHER", "A_REASON_FROM_2027"])
+def test_a_reply_that_went_wrong_never_maps_to_a_finish_reason(gemini):
+    with pytest.raises(ValueError):
+        finish_reason(gemini, False)
 
 
 def test_multiple_candidates_become_choices_and_missing_index_is_zero():

@@ -46,7 +46,8 @@ def test_completion_through_a_service_account_global(start_keyloom, fake, accoun
     assert all("role" in c for c in call.body["contents"])  # Vertex requires a role on every content
     assert fake.token_requests == 1
     ids = [m.id for m in running.client().models.list()]
-    assert ids == ["gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview"]
+    assert ids == ["gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3.1-pro-preview",
+                   "gemini-3-flash-preview"]
 
 
 def test_regional_location_and_project_override(start_keyloom, fake, accounts):
@@ -59,7 +60,8 @@ def test_regional_location_and_project_override(start_keyloom, fake, accounts):
 
 def test_hosts_without_an_override():
     http = HttpClient()
-    for loc, host in (("global", "aiplatform.googleapis.com"), ("europe-west4", "europe-west4-aiplatform.googleapis.com")):
+    for loc, host in (("global", "aiplatform.googleapis.com"),
+                      ("europe-west4", "europe-west4-aiplatform.googleapis.com")):
         client = VertexClient(http, VertexConfig(location=loc, models=("m",)), ManualClock())
         assert client.sa_origin.host == host and client.sa_origin.tls
         assert client.express_origin.host == "aiplatform.googleapis.com"

@@ -54,7 +54,8 @@ class Audit:
             busiest = sorted(by_ip.items(), key=lambda kv: -kv[1])[:SHOWN]
             addresses = len(by_ip) + (1 if others else 0)
             shown = ", ".join(f"{ip} ({n})" for ip, n in busiest)
-            more = f", and {total - sum(n for _, n in busiest)} from other addresses" if addresses > SHOWN or others else ""
+            rest = total - sum(n for _, n in busiest)
+            more = f", and {rest} from other addresses" if addresses > SHOWN or others else ""
             client = busiest[0][0] if len(by_ip) == 1 and not others else None
             rows.append((now, client, via, action, None,
                          f"{total} wrong password{'s' if total != 1 else ''} from {addresses} "

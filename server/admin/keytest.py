@@ -2,17 +2,18 @@
 
 A test asks Google for one page of the model list with the key: it tells a working key from an
 invalid or suspended one without spending generation quota. (A Vertex service account is tested by
-getting a fresh token, an express key by counting tokens, an OpenAI-compatible key by listing models.) A key Google refuses is taken out
-of rotation exactly as a failed request would; a working disabled key is only reported (the owner
-decides to re-enable it).
+getting a fresh token, an express key by counting tokens, an OpenAI-compatible key by listing models.)
+A key Google refuses is taken out of rotation exactly as a failed request would; a working disabled key is
+only reported (the owner decides to re-enable it).
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..pool.keys import Key, KeyPool
 from ..pool.policy import KeyEffect, verdict

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from ..auth import ADMIN_PASSWORD_FILE, PASSWORD_FILE
 from ..errors import ApiError
 from ..settings import Settings, format_value, parse_value
 from ..store.db import Database
@@ -117,8 +119,10 @@ class LiveSettings:
         await self.db.write([("DELETE FROM setting_override WHERE name = ?", [(n,) for n in names])])
         return self.effective()
 
-    def describe(self, current: Settings) -> list[dict[str, Any]]:
-        """Every setting: value in force (secrets masked), where it came from, and why."""
+    def describe(self, current: Settings, data_dir: Path | None = None) -> list[dict[str, Any]]:
+        """Every setting: value in force (secrets masked), where it came from, and why. `data_dir`: the DATA_DIR
+        resolved at start (default: the database's folder, which is that directory)."""
+        data_dir = self.db.path.parent if data_dir is None else data_dir
         out = []
         for name, spec in self.base.specs.items():
             value = current.values[name]
@@ -142,5 +146,24 @@ class LiveSettings:
                 item["changed_at"] = o.changed_at
                 item["environment_when_changed"] = o.env_value
                 item["environment_changed_since"] = self.env_changed(name)
+            item.update(_in_force(name, current, data_dir))
             out.append(item)
         return out
+
+
+def _in_force(name: str, current: Settings, data_dir: Path) -> dict[str, Any]:
+    """What is in force where the setting is empty: the password generated into DATA_DIR (never its value),
+    the admin password taken from its alias WEB_PASSWORD, DATA_DIR as resolved at start. {} elsewhere."""
+    v = current.values
+    if name == "PASSWORD" and not v["PASSWORD"]:
+        kept = str(data_dir / PASSWORD_FILE)
+        return {"value": f"(generated, kept in {kept})", "source": "generated", "kept_in": kept}
+    if name == "ADMIN_PASSWORD" and not v["ADMIN_PASSWORD"]:
+        if v["WEB_PASSWORD"]:
+            return {"value": "(set, from WEB_PASSWORD)", "source": current.sources.get("WEB_PASSWORD", "default"),
+                    "from": "WEB_PASSWORD"}
+        kept = str(data_dir / ADMIN_PASSWORD_FILE)
+        return {"value": f"(generated, kept in {kept})", "source": "generated", "kept_in": kept}
+    if name == "DATA_DIR" and not v["DATA_DIR"]:
+        return {"value": str(data_dir), "resolved": True}
+    return {}

@@ -7,14 +7,14 @@ the request that finished a moment ago (a flush is one small transaction, off th
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ApiError
+from ..keyshapes import looks_like_gemini_key, split_keys, valid_key_text
 from ..limits import client_key
-from ..pool.keys import Key, valid_key_text
+from ..pool.keys import Key
 from ..providers.vertex import HANDLE
 from ..redact import fingerprint, mask
 from ..settings import Settings
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from ..app import Keyloom
 
 log = logging.getLogger("keyloom.admin")
-_KEY_SPLIT = re.compile(r"[\s,;|\"'`<>()\[\]{}]+")
-GEMINI_KEY_SHAPE = re.compile(r"^AIza[0-9A-Za-z_\-]{35}$")
 MAX_KEYS_PER_ADD = 10_000
 
 
@@ -45,7 +43,7 @@ def wrong_password() -> ApiError:
 
 
 class AdminService:
-    def __init__(self, kl: "Keyloom", base: Settings):
+    def __init__(self, kl: Keyloom, base: Settings):
         self.kl = kl
         self.live = LiveSettings(base, kl.db)
         self.sessions = Sessions(kl.db, kl.clock, lambda: kl.admin_password,
@@ -140,11 +138,11 @@ class AdminService:
         duplicates: list[str] = []
         malformed: list[str] = []
         seen: set[str] = set()
-        items = [t for t in _KEY_SPLIT.split(text) if t]
+        items = split_keys(text, unique=False)
         if len(items) > MAX_KEYS_PER_ADD:
             raise ApiError(400, f"At most {MAX_KEYS_PER_ADD} keys at a time.", param="keys")
         for item in items:
-            if not valid_key_text(item) or (strict and not GEMINI_KEY_SHAPE.match(item)):
+            if not valid_key_text(item) or (strict and not looks_like_gemini_key(item)):
                 malformed.append(mask(item))
                 continue
             fp = fingerprint(item)
@@ -163,7 +161,8 @@ class AdminService:
                  [(k.fp, k.secret, now) for k in added]),
                 ("DELETE FROM removed_key WHERE key_fp = ?", [(k.fp,) for k in added])])
             await self.audit.record("keys_added", ip=actor.ip, via=actor.via, target=", ".join(k.masked for k in added),
-                                    detail=f"{len(added)} added, {len(duplicates)} duplicate, {len(malformed)} malformed")
+                                    detail=f"{len(added)} added, {len(duplicates)} duplicate, "
+                                           f"{len(malformed)} malformed")
         return {"added": [{"fp": k.fp, "key": k.masked} for k in added], "duplicates": duplicates,
                 "malformed": malformed, "stored_in_database": bool(added)}
 

@@ -22,8 +22,21 @@ def _round(x: float | None, digits: int = 1) -> float | None:
     return None if x is None else round(x, digits)
 
 
+def _abbreviation(moment: datetime) -> str:
+    """The zone's abbreviation at that moment (PST, PDT, CST…); UTC-03 for zones that have none."""
+    abbr = moment.strftime("%Z")
+    return f"UTC{abbr}" if abbr and abbr[0] in "+-" else abbr
+
+
+def _reset_text(local: str, tz: str, quota_tz: str, abbr: str) -> str:
+    """E.g. '2025-01-02 16:00 Asia/Shanghai (00:00 America/Los_Angeles, PST)'."""
+    if tz == quota_tz:
+        return f"{local} {tz} ({abbr})"
+    return f"{local} {tz} (00:00 {quota_tz}, {abbr})"
+
+
 class Stats:
-    def __init__(self, kl: "Keyloom"):
+    def __init__(self, kl: Keyloom):
         self.kl = kl
 
     async def _percentiles(self, since: float) -> tuple[int, float | None, float | None]:
@@ -50,14 +63,20 @@ class Stats:
         hour_n, p50, p95 = await self._percentiles(now - 3600)
         reset = kl.pool.quota_day.next_reset()
         zone = ZoneInfo(s.TZ)
+        quota_zone = kl.pool.quota_day.zone  # the one in force (QUOTA_RESET_TZ as read at start)
+        reset_local = datetime.fromtimestamp(reset, zone).strftime("%Y-%m-%d %H:%M")
+        reset_abbr = _abbreviation(datetime.fromtimestamp(reset, quota_zone))
         from .. import __version__
         return {
             "version": __version__, "demo": kl.demo,
             "uptime_seconds": round(kl.clock.monotonic() - kl.started_mono, 1),
             "now": now, "tz": s.TZ, "now_text": datetime.fromtimestamp(now, zone).strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "today": today, "quota_day": kl.pool.day, "quota_reset_tz": s.QUOTA_RESET_TZ,
+            "today": today, "quota_day": kl.pool.day, "quota_reset_tz": str(quota_zone),
             "quota_reset_at": reset, "quota_reset_in": round(max(0.0, reset - now)),
-            "quota_reset_text": datetime.fromtimestamp(reset, zone).strftime("%Y-%m-%d %H:%M %Z"),
+            # the reset as a time in TZ (the pages' zone), and the zone whose midnight it is with that zone's
+            # own abbreviation: never one zone's abbreviation next to another's name
+            "quota_reset_local": reset_local, "quota_reset_abbr": reset_abbr,
+            "quota_reset_text": _reset_text(reset_local, s.TZ, str(quota_zone), reset_abbr),
             "requests_today": total, "outcomes_today": {k: rows.get(k, 0) for k in OUTCOMES},
             "success_rate": _round(100.0 * rows.get("ok", 0) / total) if total else None,
             "requests_last_hour": hour_n, "p50_ms": _round(p50), "p95_ms": _round(p95),

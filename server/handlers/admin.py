@@ -7,7 +7,7 @@ we never answer. Nothing is answered to a caller without credentials but 401.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,7 @@ class LoginHandler(AdminApiHandler):
         cookie, info = await kl.admin.login(self.actor.ip, self.body().get("password"))
         self.set_cookie(COOKIE, cookie, path=kl.dashboard_base + "/", httponly=True, samesite="Strict",
                         secure=self.browser_https(),
-                        expires=datetime.fromtimestamp(info["expires_at"], timezone.utc))
+                        expires=datetime.fromtimestamp(info["expires_at"], UTC))
         self.write_json(info)
 
 

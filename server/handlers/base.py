@@ -7,7 +7,8 @@ import asyncio
 import logging
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, TypeVar
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import tornado.web
 import ujson
@@ -50,6 +51,7 @@ class _HttpDate:
         return cls.text
 
 
+CLIENT_CLOSED = 499  # the request log's status for a request whose client hung up first (nginx's code for it)
 SMALL_BODY = 16 * 1024          # what a route without a body of its own accepts (pages, sign-in, unknown paths)
 UNAUTHENTICATED_DRAIN = 1024 * 1024  # a refused caller's body up to this size is read and dropped, not held
 DRAIN_SLACK = 1024 * 1024
@@ -62,10 +64,10 @@ class BaseHandler(tornado.web.RequestHandler):
     Tornado reads a plain handler's whole body (up to the server's limit) before the handler runs, so a
     stranger could make Keyloom hold megabytes on any path. Here `prepare` runs once the head has arrived:
     it decides whether the request is refused (`refusal`: credentials, content type, CSRF…), then allows the
-    body `max_body()` bytes when it is not, or nothing beyond what a refused request may send otherwise. A refused caller's body, when it is small enough,
-    is read and dropped before the refusal is sent (answering while a client is still sending makes Tornado
-    close the socket, and the client may then see a reset instead of the answer); a larger one is answered
-    at once and the connection closes. Either way nothing a stranger sends is held.
+    body `max_body()` bytes when it is not. A refused request's body, when it is small enough, is read and
+    dropped before the refusal is sent (an answer written before Tornado has read the whole request makes it
+    close the connection, and the client may then see a reset instead of the answer); a larger one is
+    answered at once and the connection closes. Either way nothing a stranger sends is held.
     """
 
     _task: asyncio.Future[Any] | None = None
@@ -78,7 +80,7 @@ class BaseHandler(tornado.web.RequestHandler):
     error_status: int | None = None    # that error's status (also when it travelled inside a 200 stream)
 
     @property
-    def kl(self) -> "Keyloom":
+    def kl(self) -> Keyloom:
         """The application object (set on the Tornado application; available even before initialize)."""
         return self.application.keyloom  # type: ignore[attr-defined]
 
@@ -271,7 +273,7 @@ class BaseHandler(tornado.web.RequestHandler):
         """Drop the body as it comes, then answer `err`: Tornado calls the route's method once the body is in,
         and that method is shadowed here, so no route can run for a refused caller by forgetting to check."""
         self._refusal = err
-        setattr(self, self.request.method.lower(), self._refuse)  # type: ignore[union-attr]
+        setattr(self, (self.request.method or "").lower(), self._refuse)
 
     def _refuse(self, *args: Any) -> None:
         assert self._refusal is not None
@@ -308,6 +310,12 @@ class ApiHandler(BaseHandler):
     def refusal(self) -> ApiError | None:
         if self.request.method == "OPTIONS":
             return None
+        allowed = self.kl.settings.WHITELIST_USER_AGENT
+        if allowed:
+            agent = self.request.headers.get("User-Agent", "").lower()
+            if not any(a.lower() in agent for a in allowed):
+                return ApiError(403, "This client is not allowed here (WHITELIST_USER_AGENT).",
+                                code="client_not_allowed")
         offered = presented_credentials(self.request)
         if offered:  # counted when wrong; refused while this client is throttled
             return self.kl.gate.check(self.client, offered, self.kl.password, unauthorized)
@@ -368,14 +376,16 @@ class LoggedHandler(JsonBodyHandler):
         r = self.request
         self.kl.request_log.add(RequestRow(
             ts=self.kl.clock.time() - r.request_time(), model=trace.model or None, key_fp=trace.key_fp,
-            attempts=trace.attempts, status=self.logical_status(), latency_ms=1000.0 * r.request_time(),
+            attempts=trace.attempts, status=CLIENT_CLOSED if self._client_gone and not self.error_status
+            else self.logical_status(), latency_ms=1000.0 * r.request_time(),
             prompt_tokens=trace.prompt_tokens, completion_tokens=trace.completion_tokens, client_ip=self.client_ip,
             stream=self.stream_requested, error=self.error_message))
 
 
 class NotFoundHandler(BaseHandler):
     def refusal(self) -> ApiError | None:
-        return ApiError(404, f"Unknown path {snippet(self.request.path, self.kl.redactor, 200)}. The API lives under /v1 "
+        path = snippet(self.request.path, self.kl.redactor, 200)
+        return ApiError(404, f"Unknown path {path}. The API lives under /v1 "
                              "(e.g. /v1/chat/completions, /v1/models).", code="not_found")
 
 

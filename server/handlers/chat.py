@@ -4,7 +4,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import Any
 
 from ..chat import stream_error_frame
 from ..errors import ApiError
@@ -37,7 +38,7 @@ class ChatCompletionsHandler(LoggedHandler):
     async def _serve(self, req: object) -> None:
         assert self.trace is not None
         route = self.kl.router.resolve(req.get("model")) if isinstance(req, dict) else None
-        if route is not None and route.kind == "openai":
+        if route is not None and route.kind == "openai" and isinstance(req, dict):
             await self._forward(route, req)
             return
         plan = self.plan = await self.kl.chat.prepare(req, self.client_ip, self.trace, self.raw_body, route)
@@ -50,11 +51,10 @@ class ChatCompletionsHandler(LoggedHandler):
             else:
                 self.write_json(await self.kl.chat.complete(plan))
         else:
-            # Fake streaming answers at once; real streaming waits up to one interval for Gemini's
-            # first event, so that a quick upstream error still gets its own status.
-            # With fake streaming the wait ends as soon as the first upstream call goes out.
-            hold_back = self.kl.settings.FAKE_STREAMING_INTERVAL
-            await self.write_event_stream(self.kl.chat.events(plan), hold_back, plan.trace.started)
+            # Both kinds of stream wait up to one keep-alive interval for their first output (for fake streaming,
+            # the whole answer), so that a quick failure (every key over quota, a blocked prompt, thinking that
+            # used up max_tokens) still gets its own HTTP status rather than a 200 and an error event.
+            await self.write_event_stream(self.kl.chat.events(plan), self.kl.settings.FAKE_STREAMING_INTERVAL)
 
     async def _forward(self, route: Any, req: dict) -> None:
         """An OpenAI-compatible upstream's model: its answer passes through as it is."""
@@ -66,11 +66,7 @@ class ChatCompletionsHandler(LoggedHandler):
             self.set_header("Content-Type", "application/json")
             self.finish(data)
             return
-        s = self.kl.settings
-        if s.FAKE_STREAMING:  # keep-alives from the moment the upstream call goes out until its first byte
-            self.trace.started = asyncio.get_running_loop().create_future()
-        await self.write_event_stream(fwd.stream(route, body, self.trace), s.FAKE_STREAMING_INTERVAL,
-                                      self.trace.started)
+        await self.write_event_stream(fwd.stream(route, body, self.trace), self.kl.settings.FAKE_STREAMING_INTERVAL)
 
     async def write_with_keepalive(self, answer: Any) -> None:
         """NONSTREAM_KEEPALIVE: while the answer is pending, a space every interval before the JSON body
@@ -126,23 +122,19 @@ class ChatCompletionsHandler(LoggedHandler):
         self.last_write = time.monotonic()
         self.flush().add_done_callback(retrieve)
 
-    async def write_event_stream(self, events: AsyncIterator[bytes], hold_back: float,
-                                 started: "asyncio.Future[None] | None" = None) -> None:
+    async def write_event_stream(self, events: AsyncGenerator[bytes, None], hold_back: float) -> None:
         """Write events as they come; the keep-alive ticker fills any silence longer than the interval.
 
         For `hold_back` seconds nothing is committed, so an error that comes that fast is still
-        answered with its own HTTP status; `started` (fake streaming) ends the wait as soon as the
-        first upstream call goes out, so only what is decided without one (such as no usable key)
-        keeps its status. Then the SSE headers and a first keep-alive go out, the status is 200,
-        and a failure travels as one `data: {"error": …}` event that ends the stream.
+        answered with its own HTTP status. Then the SSE headers and a first keep-alive go out, the
+        status is 200, and a failure travels as one `data: {"error": …}` event that ends the stream.
         """
-        it = events.__aiter__()
+        it = events
         committed = False
         pending: asyncio.Future[bytes] = asyncio.ensure_future(it.__anext__())
         self._task = pending
         try:
-            await asyncio.wait((pending,) if started is None else (pending, started), timeout=hold_back,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((pending,), timeout=hold_back)
             while True:
                 if not committed and not pending.done():
                     self._commit(keepalive=True)

@@ -6,7 +6,7 @@ token. Thin handlers: the work is in `conversations.py` and `render.py`.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import ujson
@@ -61,7 +61,7 @@ class ChatLoginHandler(_Page):
             raise
         cookie, s = await kl.chat_sessions.create(ip)
         self.set_cookie(CHAT_COOKIE, cookie, path="/", httponly=True, samesite="Strict", secure=self.browser_https(),
-                        expires=datetime.fromtimestamp(s.expires_at, timezone.utc))
+                        expires=datetime.fromtimestamp(s.expires_at, UTC))
         self.write_json({"csrf": s.csrf, "expires_at": s.expires_at})
 
 

@@ -13,12 +13,13 @@ only where a request is sent upstream.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Iterator
 from zoneinfo import ZoneInfo
 
 from ..clock import Clock
+from ..keyshapes import valid_key_text
 from ..redact import fingerprint, mask
 from .quota import DailyLimits, MemoryUsage, QuotaDay
 
@@ -61,11 +62,6 @@ class Key:
     @property
     def usable(self) -> bool:
         return self.disabled_reason is None
-
-
-def valid_key_text(secret: str) -> bool:
-    """A key goes into an HTTP header: printable ASCII without spaces, nothing else."""
-    return 8 <= len(secret) <= 512 and all(33 <= ord(ch) < 127 for ch in secret)
 
 
 class _Rotation:

@@ -8,9 +8,12 @@ can replace `MemoryUsage` without touching the request path.
 """
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, time as dtime, timedelta
-from typing import Callable, Protocol
+from datetime import datetime, timedelta
+from datetime import time as dtime
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from ..clock import Clock
@@ -52,13 +55,27 @@ class DailyLimits:
     def __init__(self, settings: Callable[[], Settings], per_provider: dict[str, int] | None = None):
         self.settings = settings
         self.per_provider = per_provider if per_provider is not None else {}
+        self._for: Settings | None = None    # the settings the cache below was made from
+        self._cache: dict[str, int] = {}
 
     def for_model(self, model: str, provider: str = "gemini") -> int:
-        """0 means no limit."""
+        """0 means no limit. MODEL_DAILY_LIMITS names models or glob patterns (the exact name first, then the
+        first matching pattern); results are cached per settings object, so a pick costs one dict lookup."""
         if provider != "gemini":
             return self.per_provider.get(provider, 0)
         s = self.settings()
-        return s.MODEL_DAILY_LIMITS.get(model, s.API_KEY_DAILY_LIMIT)
+        if s is not self._for:
+            self._for, self._cache = s, {}
+        limit = self._cache.get(model)
+        if limit is None:
+            limits = s.MODEL_DAILY_LIMITS
+            limit = limits.get(model)
+            if limit is None:
+                limit = next((n for pattern, n in limits.items() if fnmatch.fnmatchcase(model, pattern)),
+                             s.API_KEY_DAILY_LIMIT)
+            if len(self._cache) < 4096:  # model ids come from clients: keep it bounded
+                self._cache[model] = limit
+        return limit
 
 
 @dataclass
@@ -70,7 +87,7 @@ class Usage:
     completion_tokens: int = 0
     failure_kinds: dict[str, int] = field(default_factory=dict)
 
-    def copy(self) -> "Usage":
+    def copy(self) -> Usage:
         return Usage(self.requests, self.successes, self.failures, self.prompt_tokens, self.completion_tokens,
                      dict(self.failure_kinds))
 

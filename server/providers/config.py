@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..keyshapes import valid_key_text
 from ..settings import ROOT, Settings, SettingsError
 
 DEFAULT_FILE = ROOT / "conf" / "providers.toml"
@@ -152,6 +153,11 @@ def _upstream(where: str, raw: Any, problems: list[str]) -> OpenAIUpstream | Non
     if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
         problems.append(f"{label}: keys must be a list of strings")
         keys = []
+    bad = [i for i, k in enumerate(keys) if not valid_key_text(k)]
+    if bad:  # a key goes into an HTTP header: a "…" or a space in it would fail every request
+        problems.append(f"{label}: keys[{bad[0]}] is not a usable key (it must be 8 to 512 printable ASCII "
+                        "characters without spaces; a placeholder such as \"sk-…\" needs the real key)")
+        keys = [k for k in keys if valid_key_text(k)]
     models = raw.get("models", "auto")
     if models == "auto":
         models = None
@@ -171,7 +177,7 @@ def _upstream(where: str, raw: Any, problems: list[str]) -> OpenAIUpstream | Non
     if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
         problems.append(f"{label}: headers must be a table of strings")
         headers = {}
-    if len(problems) > before:
+    if len(problems) > before or not isinstance(base, str) or not isinstance(name, str):
         return None
     return OpenAIUpstream(name, base.rstrip("/"), tuple(dict.fromkeys(keys)), tuple(models) if models else None,
                           prefix, limit, float(timeout), tuple(headers.items()))

@@ -3,7 +3,8 @@ with only `model` rewritten, answered with the upstream's own bytes (streams eve
 come)."""
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
 import ujson
 
@@ -51,7 +52,7 @@ class Forwarder:
         except DispatchError as e:
             raise client_error(e) from None
 
-    async def stream(self, route: Route, body: bytes, trace: Trace) -> AsyncIterator[bytes]:
+    async def stream(self, route: Route, body: bytes, trace: Trace) -> AsyncGenerator[bytes, None]:
         async def once(key: Any) -> Any:
             return await route.client.open(key.secret, "/chat/completions", body)
 

@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
 import ujson
 
 from ..pool.keys import Key
 from ..redact import snippet
-from ..upstream.failures import (BadResponse, InvalidKey, ModelNotFound, Overloaded, QuotaExceeded,
-                                 RequestRejected, ServerError, UpstreamFailure)
+from ..upstream.failures import (
+    BadResponse,
+    InvalidKey,
+    ModelNotFound,
+    Overloaded,
+    QuotaExceeded,
+    RequestRejected,
+    ServerError,
+    UpstreamFailure,
+)
 from ..upstream.gemini import transport_failure
 from ..upstream.http import HttpClient, HttpError, Origin, Response
 from .config import OpenAIUpstream
@@ -72,6 +81,7 @@ class OpenAICompatClient:
         self.redact = redact
         self.origin, prefix = Origin.parse(cfg.base_url)
         self.prefix = prefix.rstrip("/")
+        self.name = cfg.name  # as errors name this upstream
 
     def keys(self) -> list[Key]:
         if not self.cfg.keys:
@@ -96,7 +106,7 @@ class OpenAICompatClient:
             resp = await self.http.request("POST", self.origin, self.prefix + path, headers=self._headers(key),
                                            body=body, timeout=self.cfg.timeout, limit=MAX_REPLY_BYTES)
         except HttpError as e:
-            raise transport_failure(e) from None
+            raise transport_failure(e, self.cfg.name) from None
         if resp.status != 200:
             raise self._failure(resp, resp.body)
         return resp.body
@@ -107,7 +117,7 @@ class OpenAICompatClient:
             resp = await self.http.open("POST", self.origin, self.prefix + path, headers=self._headers(key, True),
                                         body=body, timeout=self.cfg.timeout)
         except HttpError as e:
-            raise transport_failure(e) from None
+            raise transport_failure(e, self.cfg.name) from None
         if resp.status != 200:
             try:
                 data = await resp.read(self.cfg.timeout, ERROR_BODY_LIMIT)
@@ -118,7 +128,7 @@ class OpenAICompatClient:
             raise self._failure(resp, data)
         return resp
 
-    async def events(self, resp: Response, idle: float) -> AsyncIterator[bytes]:
+    async def events(self, resp: Response, idle: float) -> AsyncGenerator[bytes, None]:
         """The stream's bytes, cut at event boundaries only (so keep-alive lines never land inside an event)."""
         buf = b""
         try:
@@ -130,7 +140,7 @@ class OpenAICompatClient:
                     out, buf = buf[:end], buf[end:]
                     yield out
         except HttpError as e:
-            raise transport_failure(e) from None
+            raise transport_failure(e, self.cfg.name) from None
         finally:
             resp.close()
         if buf.strip():
@@ -141,7 +151,7 @@ class OpenAICompatClient:
             resp = await self.http.request("GET", self.origin, self.prefix + "/models", headers=self._headers(key),
                                            timeout=min(self.cfg.timeout, 30.0), limit=MAX_REPLY_BYTES)
         except HttpError as e:
-            raise transport_failure(e) from None
+            raise transport_failure(e, self.cfg.name) from None
         if resp.status != 200:
             raise self._failure(resp, resp.body)
         try:

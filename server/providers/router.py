@@ -5,15 +5,17 @@ an id is already taken. The map is rebuilt only when a model list changes, and w
 besides Gemini the router costs a request nothing."""
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..catalog import ModelCatalog
 from ..dispatch import Dispatcher
-from ..pool.keys import KeyPool
+from ..pool.keys import Key, KeyPool
 from ..pool.policy import DispatchError
 from .config import OpenAIUpstream, VertexConfig
+from .openai_compat import OpenAICompatClient
 
 log = logging.getLogger("keyloom.router")
 
@@ -99,7 +101,7 @@ class Router:
             if u.cfg.models is not None:
                 continue
             try:
-                u.models = await u.dispatcher.free_call(lambda key, u=u: u.client.list_models(key.secret), "models")
+                u.models = await u.dispatcher.free_call(functools.partial(_list_models, u.client), "models")
                 u.error = None
             except DispatchError as e:
                 u.error = str(e)
@@ -108,3 +110,7 @@ class Router:
                 u.error = type(e).__name__
                 log.exception("model list of %s failed", u.cfg.name)
         self._version += 1
+
+
+async def _list_models(client: OpenAICompatClient, key: Key) -> list[str]:
+    return await client.list_models(key.secret)

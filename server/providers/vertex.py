@@ -10,21 +10,21 @@ changes where a call goes and how it authenticates:
 - an express-mode key: `https://aiplatform.googleapis.com/v1/publishers/google/models/{model}:{method}`
   with the key in `x-goog-api-key`.
 
-Tokens are refreshed in a worker thread (google-auth's refresh is blocking HTTP), five minutes before
+Tokens are refreshed in a worker thread (google-auth's refresh is blocking), five minutes before
 they expire, once per account however many requests ask at the same time; a 401 forces one refresh
-and one retry. In the key pool a service account is a `Key` whose secret is an opaque handle, never
-the private key.
+and one retry. The refresh's HTTP call goes through Keyloom's own client on the event loop, so it takes
+the road every upstream call takes (UPSTREAM_PROXY, the same TLS trust). In the key pool a service account
+is a `Key` whose secret is an opaque handle, never the private key.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import logging
-import urllib.error
-import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timezone
-from typing import Any, Callable
+from datetime import UTC
+from typing import Any
 from urllib.parse import quote
 
 import google.auth.exceptions
@@ -33,9 +33,9 @@ from google.oauth2 import service_account
 
 from ..clock import Clock
 from ..pool.keys import Key
-from ..upstream.failures import InvalidKey, UpstreamFailure
+from ..upstream.failures import InvalidKey, Unreachable, UpstreamFailure, UpstreamTimeout
 from ..upstream.gemini import GeminiClient
-from ..upstream.http import HttpClient, Origin
+from ..upstream.http import HttpClient, HttpError, HttpTimeout, Origin
 from .config import VertexConfig
 
 log = logging.getLogger("keyloom.vertex")
@@ -44,6 +44,8 @@ SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 REFRESH_MARGIN = 300.0  # seconds before expiry when a token is renewed
 GLOBAL_HOST = "https://aiplatform.googleapis.com"
 HANDLE = "vertex-sa:"
+TOKEN_TIMEOUT = 30.0  # seconds for one call to the token endpoint
+TOKEN_REPLY_LIMIT = 1024 * 1024
 
 
 class _Response(google.auth.transport.Response):
@@ -63,20 +65,49 @@ class _Response(google.auth.transport.Response):
         return self._data
 
 
-class UrllibRequest(google.auth.transport.Request):
-    """google-auth's transport interface over the standard library (no `requests` dependency). Runs in a
-    worker thread only."""
+class _TransportFailed(google.auth.exceptions.TransportError):
+    """The token endpoint could not be reached: the HttpClient's error, kept to tell it from a refusal."""
+
+    def __init__(self, error: HttpError):
+        super().__init__(str(error))
+        self.error = error
+
+
+class HttpClientRequest(google.auth.transport.Request):
+    """google-auth's transport interface over Keyloom's HttpClient, whose proxy (with its credentials, an
+    https:// one too), TLS context and connection pool every other upstream call uses. google-auth calls it
+    from a worker thread (its refresh is blocking); the request runs on the event loop while the thread waits."""
+
+    def __init__(self, http: HttpClient, loop: asyncio.AbstractEventLoop):
+        self.http, self.loop = http, loop
 
     def __call__(self, url: str, method: str = "GET", body: bytes | None = None,
                  headers: dict[str, str] | None = None, timeout: float | None = None, **kwargs: Any) -> _Response:
-        req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+        if _running_loop() is self.loop:  # waiting below would block the very loop that must do the work
+            raise RuntimeError("HttpClientRequest is called from a worker thread, never on its event loop")
         try:
-            with urllib.request.urlopen(req, timeout=timeout or 30) as resp:
-                return _Response(resp.status, dict(resp.headers), resp.read())
-        except urllib.error.HTTPError as e:
-            return _Response(e.code, dict(e.headers or {}), e.read() or b"")
-        except (urllib.error.URLError, OSError) as e:
-            raise google.auth.exceptions.TransportError(str(e)) from None
+            origin, target = Origin.parse(url)
+        except ValueError as e:
+            raise google.auth.exceptions.TransportError(f"the token URL cannot be used: {e}") from None
+        timeout = float(timeout or TOKEN_TIMEOUT)
+        call = self.http.request(method, origin, target, headers=tuple((headers or {}).items()), body=body or b"",
+                                 timeout=timeout, limit=TOKEN_REPLY_LIMIT)
+        future = asyncio.run_coroutine_threadsafe(call, self.loop)
+        try:
+            resp = future.result(timeout + 5)  # bounded by the request's own timeout; this only guards a stopped loop
+        except HttpError as e:
+            raise _TransportFailed(e) from None
+        except TimeoutError:
+            future.cancel()
+            raise _TransportFailed(HttpTimeout(f"no answer from {origin.host} within {timeout:g}s")) from None
+        return _Response(resp.status, resp.headers, resp.body)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 @dataclass(eq=False)
@@ -90,7 +121,7 @@ class ServiceAccount:
     refreshes: int = 0
 
     @classmethod
-    def from_info(cls, info: dict[str, Any]) -> "ServiceAccount":
+    def from_info(cls, info: dict[str, Any]) -> ServiceAccount:
         """Raises ValueError when the key cannot be used (message names the field, never its value)."""
         try:
             creds = service_account.Credentials.from_service_account_info(info, scopes=list(SCOPES))
@@ -110,6 +141,8 @@ class ServiceAccount:
 
 
 class VertexClient(GeminiClient):
+    name = "Vertex AI"
+
     def __init__(self, http: HttpClient, config: VertexConfig, clock: Clock, *, timeout: float = 300.0,
                  stream_idle_timeout: float = 120.0, redact: Callable[[str], str] = lambda s: s,
                  request: google.auth.transport.Request | None = None):
@@ -117,7 +150,7 @@ class VertexClient(GeminiClient):
         self.config = config
         self.clock = clock
         self.accounts: dict[str, ServiceAccount] = {}
-        self.request = request or UrllibRequest()
+        self.request = request  # None: HttpClientRequest over `http`, on the loop the refresh is awaited from
         loc = config.location
         self.sa_origin, prefix = Origin.parse(config.base_url or (
             GLOBAL_HOST if loc == "global" else f"https://{loc}-aiplatform.googleapis.com"))
@@ -140,7 +173,7 @@ class VertexClient(GeminiClient):
         c = sa.credentials
         if not c.token or c.expiry is None:
             return False
-        return c.expiry.replace(tzinfo=timezone.utc).timestamp() - self.clock.time() > REFRESH_MARGIN
+        return c.expiry.replace(tzinfo=UTC).timestamp() - self.clock.time() > REFRESH_MARGIN
 
     async def token(self, sa: ServiceAccount, force: bool = False) -> str:
         """A valid access token; concurrent callers share one refresh."""
@@ -150,8 +183,15 @@ class VertexClient(GeminiClient):
         async with sa.lock:
             if self._fresh(sa) and sa.credentials.token != stale:
                 return sa.credentials.token  # someone else refreshed while we waited
+            loop = asyncio.get_running_loop()
+            request = self.request if self.request is not None else HttpClientRequest(self.http, loop)
             try:
-                await asyncio.get_running_loop().run_in_executor(None, sa.credentials.refresh, self.request)
+                await loop.run_in_executor(None, sa.credentials.refresh, request)
+            except _TransportFailed as e:  # not a verdict on the account: the road to Google is broken
+                message = self.redact(f"could not refresh the token of {sa.email}: {e.error}")
+                if isinstance(e.error, HttpTimeout):
+                    raise UpstreamTimeout(message) from None
+                raise Unreachable(message, reached=False) from None
             except Exception as e:  # google.auth.exceptions.RefreshError / TransportError
                 raise InvalidKey(self.redact(f"Vertex AI refused the service account {sa.email}: "
                                              f"{type(e).__name__}: {e}"), 401) from None
@@ -186,7 +226,7 @@ class VertexClient(GeminiClient):
     async def post(self, key: str, model: str, method: str, body: bytes) -> dict[str, Any]:
         return await self._retry_unauthorized(key, lambda: GeminiClient.post(self, key, model, method, body))
 
-    async def stream(self, key: str, model: str, body: bytes):  # type: ignore[override]
+    async def stream(self, key: str, model: str, body: bytes):
         sa = self.accounts.get(key)
         try:
             async for event in GeminiClient.stream(self, key, model, body):

@@ -105,10 +105,11 @@
         onclick: () => openConversation(c.id)}, el("span", {class: "conv-title", text: c.title})));
     }
   }
+  function hasModel(id) { return [...$("model").options].some((o) => o.value === id && !o.disabled); }
   async function openConversation(id) {
     st.conv = await api("GET", "/api/conversations/" + id);
     $("title").value = st.conv.title;
-    if (st.conv.model) $("model").value = st.conv.model;
+    if (st.conv.model && hasModel(st.conv.model)) $("model").value = st.conv.model;
     showParams(st.conv.params);
     history.replaceState(null, "", "#" + id);
     $("side").classList.remove("open");
@@ -151,6 +152,7 @@
     $("send").hidden = b; $("stop").hidden = !b;
   }
   async function complete() {
+    if (!$("model").value) { toast(t("chat.no_models"), true); return; }
     const p = readParams();
     const req = {model: $("model").value, messages: apiMessages(), stream: p.stream};
     for (const name of PARAMS) if (p[name] !== undefined) req[name] = p[name];
@@ -229,6 +231,7 @@
   async function send() {
     const text = $("input").value;
     if (st.busy || (!text.trim() && !st.images.length)) return;
+    if (!$("model").value) { toast(t("chat.no_models"), true); return; }  // nothing to send it to: say why
     if (!st.conv) newConversation();
     const m = {role: "user", content: text};
     if (st.images.length) m.images = st.images.slice();
@@ -269,13 +272,44 @@
     document.body.append(a); a.click(); a.remove();
   }
 
+  async function loadModels() {
+    let models = [];
+    try {
+      const r = await fetch("/v1/models", {credentials: "same-origin"});
+      if (r.ok) models = (await r.json()).data || [];
+    } catch (e) { models = []; }
+    const select = $("model");
+    select.textContent = "";
+    for (const m of models) select.append(el("option", {value: m.id, text: m.id}));
+    const pick = models.find((m) => m.id === "gemini-2.5-flash") || models[0];
+    if (pick) select.value = pick.id;
+    else select.append(el("option", {value: "", text: t("chat.no_model_option"), "data-i18n": "chat.no_model_option", disabled: true, selected: true}));
+    // no model means no key (or none that works): say how to add keys instead of sending a request without a model
+    $("no-models").hidden = models.length > 0;
+    $("send").disabled = models.length === 0;
+  }
+  async function signOut() {
+    const opts = {method: "POST", credentials: "same-origin",
+                  headers: {"Content-Type": "application/json", "X-CSRF-Token": st.csrf || ""}, body: "{}"};
+    try {
+      await fetch("/chat/session", opts);  // ends the chat session
+      // Still let in? Then it is the dashboard's session (its cookie reaches /chat when the dashboard is at /):
+      // end that one too, so that "Sign out" signs out.
+      const r = await fetch("/chat/session", {credentials: "same-origin"});
+      if (r.ok) {
+        const s = await r.json();
+        await fetch("/api/logout", {...opts, headers: {...opts.headers, "X-CSRF-Token": s.csrf}});
+      }
+    } catch (e) { /* the reload shows where things stand */ }
+    location.reload();
+  }
+
   async function start() {
+    UI.linkDashboard();
     I18N.setup($("lang"), () => renderMessages());
     try { st.csrf = (await api("GET", "/chat/session")).csrf; } catch (e) { return; }
-    const models = await fetch("/v1/models", {credentials: "same-origin"}).then((r) => r.json());
-    for (const m of models.data) $("model").append(el("option", {value: m.id, text: m.id}));
-    const pick = models.data.find((m) => m.id === "gemini-2.5-flash") || models.data[0];
-    if (pick) $("model").value = pick.id;
+    $("chat-logout").addEventListener("click", signOut);
+    await loadModels();
     $("send").addEventListener("click", send);
     $("stop").addEventListener("click", () => { if (st.controller) st.controller.abort(); });
     $("input").addEventListener("keydown", (ev) => { if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); send(); } });

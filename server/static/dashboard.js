@@ -76,7 +76,9 @@
     $("svc-keys").textContent = s.keys.active + " / " + s.keys.total;
     $("svc-keys-sub").textContent = t("svc.keys_sub", {disabled: s.keys.disabled, stored: s.stored_keys, models: s.models});
     $("svc-reset").textContent = fmtDuration(s.quota_reset_in);
-    $("svc-reset-sub").textContent = t("svc.reset_sub", {at: s.quota_reset_text, tz: s.quota_reset_tz});
+    // the reset in TZ, then the zone whose midnight it is with that zone's own abbreviation (PST/PDT)
+    $("svc-reset-sub").textContent = t(s.tz === s.quota_reset_tz ? "svc.reset_sub_same" : "svc.reset_sub",
+      {at: s.quota_reset_local, tz: s.tz, rtz: s.quota_reset_tz, abbr: s.quota_reset_abbr});
     $("svc-now").textContent = fmtTime(s.now, true);
     $("svc-now-sub").textContent = s.tz;
     const r = s.reuse;
@@ -95,13 +97,20 @@
     for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
     return 10 * p;
   }
+  // Drawn in CSS pixels at the chart's own width (one user unit = one pixel), so the 11 px labels stay 11 px
+  // on a phone instead of being scaled down with a fixed viewBox; redrawn when the width changes.
   function drawBars(box, labels, series, tickEvery, labelOf) {
     while (box.firstChild) box.removeChild(box.firstChild);
-    const W = 640, H = 200, L = 40, R = 8, T = 10, B = 26;
+    const shown = Math.round(box.getBoundingClientRect().width);
+    const W = shown > 200 ? shown : 640;
+    const H = W < 480 ? 170 : 200, L = 40, R = 8, T = 10, B = 26;
+    box.setAttribute("viewBox", `0 0 ${W} ${H}`);
     const n = labels.length;
     const totals = labels.map((_, i) => OUTCOMES.reduce((a, k) => a + (series[k] ? series[k][i] : 0), 0));
     const max = niceMax(Math.max(0, ...totals));
     const cw = (W - L - R) / n, bw = Math.max(1, cw * 0.72);
+    const LABEL_PX = 44;  // room for one "HH:MM" or "MM-DD" label and a gap
+    while (tickEvery * cw < LABEL_PX) tickEvery *= 2;
     const y = (v) => T + (H - T - B) * (1 - v / max);
     for (let g = 0; g <= 4; g++) {
       const v = max * g / 4, yy = y(v);
@@ -125,8 +134,11 @@
         base += v;
       }
       box.append(g);
-      if (i % tickEvery === 0 || i === n - 1) {
-        const lab = svg("text", {x: L + i * cw + cw / 2, y: H - 8, class: "axis", "text-anchor": "middle"});
+      // every tickEvery-th bar, and the last one when it is not too close to the tick before it
+      if (i % tickEvery === 0 || (i === n - 1 && (n - 1) % tickEvery * cw >= LABEL_PX)) {
+        const last = i === n - 1;  // ends at the right edge instead of being cut there
+        const lab = svg("text", {x: last ? W - 1 : L + i * cw + cw / 2, y: H - 8, class: "axis x-label",
+                                 "text-anchor": last ? "end" : "middle"});
         lab.textContent = labelOf(label);
         box.append(lab);
       }
@@ -209,7 +221,11 @@
         el("td", {"data-label": t("keys.col_error")}, errBox),
         el("td", {"data-label": t("keys.col_actions")}, actionsCell(k))));
     }
+    // no key at all: say how to add some (and open the form) rather than "no key matches"
+    const none = !!state.status && keys.length === 0;
     $("keys-empty").hidden = shown.length > 0;
+    $("keys-empty").textContent = t(none ? "keys.none_yet" : "keys.none");
+    if (none && !state.openedAdd) { $("add-keys").open = true; state.openedAdd = true; }
   }
   async function keyAction(k, action) {
     try {
@@ -346,6 +362,13 @@
     input.addEventListener("keydown", (ev) => { if (ev.key === "Enter") saveSetting(s.name, input.value); });
     return input;
   }
+  function shownValue(s) {
+    // what is in force, also when nothing was set: a password generated into DATA_DIR, DATA_DIR resolved at start
+    if (s.source === "generated" && s.kept_in) return t("set.generated", {path: s.kept_in});
+    if (s.from) return t("set.set_from", {name: s.from});
+    if (s.secret && s.value === "(set)") return t("set.secret_set");
+    return s.value === "" ? t("set.empty") : s.value;
+  }
   function renderSettings() {
     const list = state.settings || [];
     const body = $("set-body");
@@ -356,18 +379,24 @@
         s.live ? el("span", {class: "badge live-badge", text: t("set.live")}) : null,
         el("div", {class: "small muted", text: help}));
       const value = el("td", {"data-label": t("set.value")});
-      const actions = el("td", {class: "set-actions"});
+      const actions = el("td", {class: "set-actions-cell"});
       if (s.live) {
         const input = valueInput(s);
         value.append(input);
-        actions.append(el("button", {type: "button", class: "small-btn", text: t("set.save"), onclick: () => saveSetting(s.name, input.value)}));
+        const buttons = el("div", {class: "set-actions"},
+          el("button", {type: "button", class: "small-btn", text: t("set.save"), onclick: () => saveSetting(s.name, input.value)}));
         if (s.source === "dashboard")
-          actions.append(el("button", {type: "button", class: "small-btn", text: t("set.reset"), onclick: () => resetSetting(s.name)}));
+          buttons.append(el("button", {type: "button", class: "small-btn", text: t("set.reset"), onclick: () => resetSetting(s.name)}));
+        actions.setAttribute("data-label", t("set.actions"));
+        actions.append(buttons);
       } else {
-        value.append(el("code", {class: "ro", text: s.value === "" ? t("set.empty") : s.value}));
+        value.append(el("code", {class: "ro", text: shownValue(s)}));
       }
       const why = el("div", {class: "small muted"});
-      if (s.source === "dashboard") {
+      if (s.source === "generated") why.textContent = t("set.why_generated");
+      else if (s.resolved) why.textContent = t("set.why_resolved");
+      else if (s.from) why.textContent = t("set.why_alias", {name: s.from});
+      else if (s.source === "dashboard") {
         why.textContent = t("set.why_dashboard", {at: fmtTime(s.changed_at, true), env: s.environment === "" ? t("set.empty") : s.environment});
         if (s.environment_changed_since) {
           value.append(el("div", {class: "warn small", text: t("set.env_changed", {was: s.environment_when_changed === "" ? t("set.empty") : s.environment_when_changed, now: s.environment === "" ? t("set.empty") : s.environment})}));
@@ -375,8 +404,9 @@
       } else if (s.source === "environment") why.textContent = t("set.why_env");
       else if (s.source === "demo") why.textContent = t("set.why_demo");
       else why.textContent = t("set.why_default");
+      const source = s.resolved ? t("source.resolved", {source: t("source." + s.source)}) : t("source." + s.source);
       body.append(el("tr", {"data-setting": s.name, "data-source": s.source}, name, value,
-        el("td", {"data-label": t("set.source")}, el("span", {class: "badge src-" + s.source, text: t("source." + s.source)}), why),
+        el("td", {"data-label": t("set.source")}, el("span", {class: "badge src-" + s.source, text: source}), why),
         actions));
     }
   }
@@ -438,6 +468,7 @@
   }
 
   async function start() {
+    UI.rememberDashboard();
     I18N.setup($("lang"), () => renderAll(true));
     try {
       const s = await api("GET", "session");
@@ -456,6 +487,11 @@
       catch (e) { $("export-text").select(); }
     });
     $("export-close").addEventListener("click", closeExport);
+    let chartWidth = 0;
+    new ResizeObserver(() => {
+      const w = Math.round($("chart-days").getBoundingClientRect().width);
+      if (w !== chartWidth) { chartWidth = w; renderCharts(); }
+    }).observe(document.querySelector(".charts"));
     $("export-dialog").addEventListener("close", () => { $("export-text").value = ""; });
     $("logout").addEventListener("click", async () => {
       try { await api("POST", "logout"); } catch (e) { /* signed out either way */ }

@@ -4,6 +4,8 @@
   const error = document.getElementById("login-error");
   const button = document.getElementById("login-button");
   I18N.setup(document.getElementById("lang"));
+  if (document.body.dataset.dashboard) UI.rememberDashboard();
+  else UI.linkDashboard();
   if (window.top !== window.self) {
     document.getElementById("iframe-note").hidden = false;
     document.getElementById("open-direct").href = location.href;

@@ -22,5 +22,19 @@ const UI = (function () {
     clearTimeout(toast.timer);
     toast.timer = setTimeout(() => { box.hidden = true; }, 4500);
   }
-  return {el, toast};
+  // Where the dashboard is (DASHBOARD_PATH): the chat pages cannot know it unless this browser has been
+  // there, so the dashboard's pages remember their path; "/" (the default) otherwise.
+  const DASHBOARD_KEY = "keyloom.dashboard";
+  function rememberDashboard() {
+    try { localStorage.setItem(DASHBOARD_KEY, location.pathname); } catch (e) { /* private mode */ }
+  }
+  function dashboardPath() {
+    let p = null;
+    try { p = localStorage.getItem(DASHBOARD_KEY); } catch (e) { p = null; }
+    return p && /^\/(?!\/)[^\s?#\\]*$/.test(p) ? p : "/";
+  }
+  function linkDashboard() {
+    for (const a of document.querySelectorAll("#to-dashboard, .to-dashboard")) a.href = dashboardPath();
+  }
+  return {el, toast, rememberDashboard, dashboardPath, linkDashboard};
 })();

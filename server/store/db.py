@@ -12,9 +12,10 @@ import os
 import re
 import sqlite3
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import aiosqlite
 
@@ -144,7 +145,7 @@ class Database:
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         async with self.conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+            return [tuple(row) for row in await cur.fetchall()]
 
     async def write(self, batches: Iterable[tuple[str, Sequence[Sequence[Any]]]]) -> None:
         """Run every (statement, rows) batch in one transaction."""

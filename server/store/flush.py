@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tornado.ioloop import PeriodicCallback
 
@@ -58,7 +59,7 @@ class Flusher:
                  settings: Callable[[], Settings], clock: Clock, audit: Audit | None = None):
         self.db = db
         self.pool = pool
-        self.usage: MemoryUsage = pool.usage  # type: ignore[assignment]
+        self.usage: MemoryUsage = pool.usage
         self.limits = limits
         self.requests = requests
         self.settings = settings

@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import math
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 MAX_BATCH = 100      # Gemini: "at most 100 requests can be in one batch"
 MAX_INPUTS = 2048    # OpenAI's limit on one request

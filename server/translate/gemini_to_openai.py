@@ -3,43 +3,39 @@
 Shapes follow the OpenAI spec's `CreateChatCompletionResponse` and
 `CreateChatCompletionStreamResponse`. Thought parts go to `reasoning_content`
 (what SillyTavern and DeepSeek-style clients read), never into `content`.
-A function call gets a generated id (with its thought signature inside, see
+A function call gets an id that carries Gemini's own call id and thought signature (see
 openai_to_gemini.make_tool_call_id) and `finish_reason: "tool_calls"`.
+Images the model drew go to `message.images` (the shape OpenRouter and LiteLLM use) and, for clients
+that only show text, into `content` as Markdown images: `image_output` says which.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import ujson
 
+from .gemini_facts import finish_kind, image_of
 from .openai_to_gemini import make_tool_call_id
 
-FINISH_REASONS = {
-    "STOP": "stop",
-    "MAX_TOKENS": "length",
-    "SAFETY": "content_filter",
-    "RECITATION": "content_filter",
-    "BLOCKLIST": "content_filter",
-    "PROHIBITED_CONTENT": "content_filter",
-    "SPII": "content_filter",
-    "IMAGE_SAFETY": "content_filter",
-    "IMAGE_PROHIBITED_CONTENT": "content_filter",
-    "IMAGE_RECITATION": "content_filter",
-    "LANGUAGE": "content_filter",
-}
+IMAGE_OUTPUTS = ("both", "images", "markdown")
+_OPENAI_FINISH = {"stop": "stop", "none": "stop", "length": "length", "filtered": "content_filter"}
 
 
 def random_id() -> str:
     return os.urandom(12).hex()
 
 
-def finish_reason(gemini_reason: Any, has_tool_calls: bool) -> str | None:
-    if not gemini_reason:
-        return None
-    if has_tool_calls:
+def finish_reason(gemini_reason: Any, has_tool_calls: bool) -> str:
+    """OpenAI's finish_reason for a reply that ended normally (or was filtered). A reply that went wrong
+    (gemini_facts' "abnormal" reasons) never gets here: the dispatcher turns it into a failure first."""
+    kind = finish_kind(gemini_reason)
+    if kind == "abnormal":
+        raise ValueError(f"finishReason {gemini_reason} is a failure, not an end of an answer")
+    if has_tool_calls and kind in ("stop", "none"):
         return "tool_calls"
-    return FINISH_REASONS.get(str(gemini_reason), "stop")
+    return _OPENAI_FINISH[kind]
 
 
 def token_counts(meta: Any) -> tuple[int, int, int]:
@@ -65,18 +61,43 @@ def usage(meta: Any) -> dict[str, Any] | None:
     }
 
 
-def _split_parts(parts: Any, new_id: Callable[[], str]) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-    """→ (text pieces, thought pieces, tool calls without index)."""
+def image_url(mime: str, data: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}}
+
+
+def image_markdown(mime: str, data: str) -> str:
+    return f"![image](data:{mime};base64,{data})"
+
+
+def _split_parts(parts: Any, new_id: Callable[[], str], image_output: str = "both", text_before: bool = False
+                 ) -> tuple[list[str], list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """→ (text pieces, thought pieces, tool calls without index, images as `image_url` objects). With
+    `image_output` "markdown" or "both", images are also text pieces, where they came, set apart from the
+    text around them by a blank line (`text_before`: text came before these parts, in an earlier event)."""
     texts: list[str] = []
     thoughts: list[str] = []
     calls: list[dict[str, Any]] = []
+    images: list[dict[str, Any]] = []
+    after_image = False
     for p in parts or ():
         if not isinstance(p, dict):
             continue
+        picture = image_of(p)
+        if picture is not None:
+            if image_output != "markdown":
+                images.append(image_url(*picture))
+            if image_output != "images":
+                texts.append(("\n\n" if texts or text_before else "") + image_markdown(*picture))
+                after_image = True
+            continue
+        if after_image and isinstance(p.get("text"), str) and p["text"] and not p.get("thought"):
+            texts.append("\n\n")
+        after_image = after_image and not (isinstance(p.get("text"), str) and not p.get("thought"))
         if "functionCall" in p and isinstance(p["functionCall"], dict):
             fc = p["functionCall"]
             calls.append({
-                "id": make_tool_call_id(new_id(), p.get("thoughtSignature")),
+                "id": make_tool_call_id(new_id(), p.get("thoughtSignature"),
+                                        fc["id"] if isinstance(fc.get("id"), str) else None),
                 "type": "function",
                 "function": {"name": str(fc.get("name", "")),
                              "arguments": ujson.dumps(fc.get("args") or {}, ensure_ascii=False,
@@ -89,7 +110,7 @@ def _split_parts(parts: Any, new_id: Callable[[], str]) -> tuple[list[str], list
             texts.append(f"\n```{str(code.get('language', '')).lower()}\n{code.get('code', '')}\n```\n")
         elif isinstance(p.get("codeExecutionResult"), dict):
             texts.append(f"\n```\n{p['codeExecutionResult'].get('output', '')}\n```\n")
-    return texts, thoughts, calls
+    return texts, thoughts, calls, images
 
 
 def grounding_sources(cand: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -122,15 +143,16 @@ def sources_text(sources: list[tuple[str, str]], offset: int) -> tuple[str, list
 
 
 def completion(reply: Mapping[str, Any], *, model: str, created: int,
-               new_id: Callable[[], str] = random_id) -> dict[str, Any]:
+               new_id: Callable[[], str] = random_id, image_output: str = "both") -> dict[str, Any]:
     """A whole Gemini reply → `chat.completion`."""
     choices = []
     citations: list[str] = []
     for pos, cand in enumerate(reply.get("candidates") or ()):
         if not isinstance(cand, dict):
             continue
-        content = cand.get("content") if isinstance(cand.get("content"), dict) else {}
-        texts, thoughts, calls = _split_parts(content.get("parts"), new_id)
+        content = cand.get("content")
+        parts = content.get("parts") if isinstance(content, dict) else None
+        texts, thoughts, calls, images = _split_parts(parts, new_id, image_output)
         message: dict[str, Any] = {"role": "assistant",
                                    "content": "".join(texts) if (texts or not calls) else None,
                                    "refusal": None}
@@ -138,6 +160,8 @@ def completion(reply: Mapping[str, Any], *, model: str, created: int,
             message["reasoning_content"] = "".join(thoughts)
         if calls:
             message["tool_calls"] = calls
+        if images:
+            message["images"] = images
         found = grounding_sources(cand)
         if found:
             text = message["content"] or ""
@@ -170,12 +194,16 @@ class ChunkStream:
     """Turns Gemini reply events (one, for fake streaming, or many) into `chat.completion.chunk`s.
 
     Stateful only in what the OpenAI stream needs: the id, whether each choice has had its
-    role chunk, tool-call indexes per choice, the last usage seen.
+    role chunk, tool-call indexes per choice, the last usage seen, and each choice's finish reason:
+    the finish chunk goes out in `finish()`, once the upstream stream ended well (older models repeat
+    finishReason on every event, and a stream that fails after its content must end with the error
+    alone, never with a finish chunk first).
     """
 
     def __init__(self, *, model: str, created: int, include_usage: bool = False,
-                 new_id: Callable[[], str] = random_id):
+                 new_id: Callable[[], str] = random_id, image_output: str = "both"):
         self.model = model
+        self.image_output = image_output
         self.created = created
         self.include_usage = include_usage
         self.new_id = new_id
@@ -186,6 +214,7 @@ class ChunkStream:
         self._usage: dict[str, Any] | None = None
         self._sources: dict[int, list[tuple[str, str]]] = {}
         self._chars: dict[int, int] = {}
+        self._reasons: dict[int, str] = {}
 
     def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         if self.id is None:
@@ -206,10 +235,10 @@ class ChunkStream:
             if not isinstance(cand, dict):
                 continue
             index = int(cand.get("index", pos) or 0)
-            if index in self._finished:
-                continue
-            content = cand.get("content") if isinstance(cand.get("content"), dict) else {}
-            texts, thoughts, calls = _split_parts(content.get("parts"), self.new_id)
+            content = cand.get("content")
+            parts = content.get("parts") if isinstance(content, dict) else None
+            texts, thoughts, calls, images = _split_parts(parts, self.new_id, self.image_output,
+                                                          self._chars.get(index, 0) > 0)
             if index not in self._started:
                 self._started.add(index)
                 out.append(self._chunk([{"index": index, "delta": {"role": "assistant", "content": ""},
@@ -219,6 +248,8 @@ class ChunkStream:
                 delta["reasoning_content"] = "".join(thoughts)
             if texts:
                 delta["content"] = "".join(texts)
+            if images:
+                delta["images"] = images
             if calls:
                 first = self._tool_index.get(index, 0)
                 for k, call in enumerate(calls):
@@ -233,7 +264,7 @@ class ChunkStream:
             if found:
                 self._sources[index] = found
             if cand.get("finishReason"):
-                out.extend(self._close(index, finish_reason(cand["finishReason"], index in self._tool_index)))
+                self._reasons[index] = str(cand["finishReason"])
         return out
 
     def _close(self, index: int, reason: str) -> list[dict[str, Any]]:
@@ -258,7 +289,7 @@ class ChunkStream:
         """Closing chunks: a finish for any choice Gemini left open, then the usage chunk if asked for."""
         out = []
         for index in sorted(self._started - self._finished):
-            out.extend(self._close(index, "tool_calls" if index in self._tool_index else "stop"))
+            out.extend(self._close(index, finish_reason(self._reasons.get(index), index in self._tool_index)))
         if self.include_usage:
             chunk = self._chunk([])
             chunk["usage"] = self._usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}

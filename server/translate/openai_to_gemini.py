@@ -1,6 +1,7 @@
 """OpenAI chat request → Gemini `GenerateContentRequest`. Pure: dicts in, dicts out, no I/O.
 
-Rules (see reference/gemini.md §2, §10 and reference/sillytavern.md §2):
+Rules (from the GenerateContentRequest reference, https://ai.google.dev/api/generate-content, and what
+SillyTavern sends, https://github.com/SillyTavern/SillyTavern/blob/release/src/endpoints/backends/chat-completions.js):
 - every `system`/`developer` message, wherever it stands, goes to `systemInstruction`
   (its `name` kept as a prefix); models without system instructions (Gemma) get it as
   the first user turn;
@@ -14,8 +15,10 @@ Unknown fields (and `logit_bias: {}`) are ignored, never rejected.
 from __future__ import annotations
 
 import base64
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import ujson
@@ -33,6 +36,7 @@ SAFETY_CATEGORIES = (
 MAX_STOP_SEQUENCES = 5
 MAX_CANDIDATES = 8
 THOUGHT_SEP = "__thought__"
+GEMINI_ID_SEP = "__id__"
 # Google's documented placeholder for function calls whose signature is unknown (history from elsewhere).
 DUMMY_SIGNATURE = "skip_thought_signature_validator"
 
@@ -51,13 +55,26 @@ class TranslationError(ValueError):
 
 # -- tool call ids ------------------------------------------------------------------------------
 
-def make_tool_call_id(random_part: str, signature: str | None) -> str:
-    return f"call_{random_part}{THOUGHT_SEP}{signature}" if signature else f"call_{random_part}"
+# An OpenAI tool-call id carries what Gemini needs back on the next turn, so that a client that stores
+# nothing but the conversation (every OpenAI client) still sends it: Gemini's own call id (Gemini 3 gives
+# one; it goes back on the functionCall and on the matching functionResponse) and the thought signature.
+# call_<random>[__id__<gemini id>][__thought__<signature>]
+
+def make_tool_call_id(random_part: str, signature: str | None, gemini_id: str | None = None) -> str:
+    base = f"call_{random_part}" + (f"{GEMINI_ID_SEP}{gemini_id}" if gemini_id else "")
+    return f"{base}{THOUGHT_SEP}{signature}" if signature else base
 
 
 def split_tool_call_id(call_id: str) -> tuple[str, str | None]:
+    """→ (the id without its signature, the signature or None)."""
     base, sep, signature = call_id.partition(THOUGHT_SEP)
     return base, (signature or None) if sep else None
+
+
+def gemini_call_id(call_id: str) -> str | None:
+    """Gemini's own id of the call a tool-call id names, when it had one."""
+    _, sep, gid = split_tool_call_id(call_id)[0].partition(GEMINI_ID_SEP)
+    return gid or None if sep else None
 
 
 # -- content -----------------------------------------------------------------------------------
@@ -181,6 +198,57 @@ def _parts(content: Any, where: str, images: Mapping[str, tuple[str, str]]) -> l
     return parts
 
 
+_MARKDOWN_IMAGE = re.compile(r"!\[[^\]\n]{0,200}\]\((data:image/[A-Za-z0-9.+-]+;base64,[A-Za-z0-9+/=\s]+)\)")
+
+
+def _assistant_parts(m: Mapping[str, Any], where: str, images: Mapping[str, tuple[str, str]],
+                     image_signatures: Callable[[str], str | None] | None) -> list[dict[str, Any]]:
+    """An assistant turn's content. Images Keyloom returned (in `images`, OpenRouter's shape, or as Markdown
+    images in the text, for clients that only keep text) go back as the image parts they were, with their
+    thought signatures where known: as text they would be megabytes of base64 billed as prompt tokens."""
+    content = m.get("content")
+    parts = _parts(content, f"{where}.content", images) if not isinstance(content, str) else \
+        _text_with_images(content)
+    returned = m.get("images")
+    if isinstance(returned, list):
+        seen = {p["inlineData"]["data"] for p in parts if "inlineData" in p}
+        for j, item in enumerate(returned):
+            url = _image_url(item) if isinstance(item, dict) else None
+            if not isinstance(url, str) or url[:5].lower() != "data:":
+                raise TranslationError(f"{where}.images[{j}] must be an image_url with a data: URL",
+                                       f"{where}.images[{j}]")
+            mime, data = parse_data_url(url, f"{where}.images[{j}].image_url.url")
+            if data not in seen:  # the same image in the Markdown and in `images` goes back once
+                parts.append({"inlineData": {"mimeType": mime, "data": data}})
+                seen.add(data)
+    if image_signatures is not None:
+        for p in parts:
+            if "inlineData" in p:
+                signature = image_signatures(p["inlineData"]["data"])
+                if signature:
+                    p["thoughtSignature"] = signature
+    return parts
+
+
+def _text_with_images(text: str) -> list[dict[str, Any]]:
+    """Text with Markdown data-URL images → text and image parts, in order."""
+    if "](data:image/" not in text:
+        return [{"text": text}] if text else []
+    parts: list[dict[str, Any]] = []
+    at = 0
+    for match in _MARKDOWN_IMAGE.finditer(text):
+        before = text[at:match.start()].strip("\n")
+        if before:
+            parts.append({"text": before})
+        mime, data = parse_data_url(match.group(1), "content")
+        parts.append({"inlineData": {"mimeType": mime, "data": data}})
+        at = match.end()
+    rest = text[at:].strip("\n") if parts else text
+    if rest:
+        parts.append({"text": rest})
+    return parts
+
+
 def _prefix_name(parts: list[dict[str, Any]], name: Any) -> None:
     if not isinstance(name, str) or not name:
         return
@@ -214,9 +282,11 @@ def _tool_result(content: Any, where: str) -> dict[str, Any]:
 
 
 def convert_messages(messages: Any, traits: ModelTraits,
-                     images: Mapping[str, tuple[str, str]] | None = None
+                     images: Mapping[str, tuple[str, str]] | None = None,
+                     image_signatures: Callable[[str], str | None] | None = None,
                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """→ (system instruction parts, contents)."""
+    """→ (system instruction parts, contents). `image_signatures`: the thought signature Gemini gave with an
+    image it drew (by its base64 data), for images a client sends back in the history."""
     if not isinstance(messages, list) or not messages:
         raise TranslationError("messages must be a non-empty list", "messages")
     images = images or {}
@@ -247,7 +317,7 @@ def convert_messages(messages: Any, traits: ModelTraits,
             _prefix_name(parts, m.get("name"))
             append("user", parts)
         elif role == "assistant":
-            parts = _parts(m.get("content"), f"{where}.content", images)
+            parts = _assistant_parts(m, where, images, image_signatures)
             calls = m.get("tool_calls")
             if calls is not None and not isinstance(calls, list):
                 raise TranslationError(f"{where}.tool_calls must be a list", f"{where}.tool_calls")
@@ -265,6 +335,9 @@ def convert_messages(messages: Any, traits: ModelTraits,
                 if isinstance(call_id, str) and call_id:
                     call_names[call_id] = fn["name"]
                     signature = split_tool_call_id(call_id)[1]
+                    gid = gemini_call_id(call_id)
+                    if gid:
+                        part["functionCall"]["id"] = gid
                 if signature:
                     part["thoughtSignature"] = signature
                 elif traits.thought_signatures and first_call:
@@ -284,8 +357,11 @@ def convert_messages(messages: Any, traits: ModelTraits,
             if name is None:
                 raise TranslationError(f"{where}.tool_call_id does not match any earlier assistant tool call",
                                        f"{where}.tool_call_id")
-            append("user", [{"functionResponse": {"name": name,
-                                                  "response": _tool_result(m.get("content"), f"{where}.content")}}])
+            response: dict[str, Any] = {"name": name, "response": _tool_result(m.get("content"), f"{where}.content")}
+            gid = gemini_call_id(call_id) if isinstance(call_id, str) else None
+            if gid:
+                response["id"] = gid
+            append("user", [{"functionResponse": response}])
         elif role == "function":
             name = m.get("name")
             if not isinstance(name, str) or not name:
@@ -428,9 +504,45 @@ def generation_config(req: Mapping[str, Any], traits: ModelTraits) -> dict[str, 
         if (v := _number(req, name, -2, 2)) not in (None, 0):
             config[key] = v
     _response_format(req, config)
+    _modalities(req, config)
     if (thinking := thinking_config(req.get("reasoning_effort"), traits)) is not None:
         config["thinkingConfig"] = thinking
     return config
+
+
+MODALITIES = {"text": "TEXT", "image": "IMAGE", "audio": "AUDIO"}
+_ASPECT = re.compile(r"^[1-9][0-9]?:[1-9][0-9]?$")
+IMAGE_SIZES = ("1K", "2K", "4K")
+
+
+def _modalities(req: Mapping[str, Any], config: dict[str, Any]) -> None:
+    """OpenAI's `modalities` → responseModalities; the image options image models take (`image_config`, as
+    OpenRouter names them: aspect_ratio, image_size) → imageConfig."""
+    wanted = req.get("modalities")
+    if wanted is not None:
+        if not isinstance(wanted, list) or not all(isinstance(m, str) and m.lower() in MODALITIES for m in wanted):
+            raise TranslationError(f"modalities must be a list of {', '.join(MODALITIES)}", "modalities")
+        if wanted:
+            config["responseModalities"] = list(dict.fromkeys(MODALITIES[m.lower()] for m in wanted))
+    options = req.get("image_config")
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise TranslationError("image_config must be an object", "image_config")
+    image: dict[str, Any] = {}
+    ratio = options.get("aspect_ratio")
+    if ratio is not None:
+        if not isinstance(ratio, str) or not _ASPECT.match(ratio):
+            raise TranslationError("image_config.aspect_ratio must look like 16:9", "image_config.aspect_ratio")
+        image["aspectRatio"] = ratio
+    size = options.get("image_size")
+    if size is not None:
+        if not isinstance(size, str) or size.upper() not in IMAGE_SIZES:
+            raise TranslationError(f"image_config.image_size must be one of {', '.join(IMAGE_SIZES)}",
+                                   "image_config.image_size")
+        image["imageSize"] = size.upper()
+    if image:
+        config["imageConfig"] = image
 
 
 # -- tools -------------------------------------------------------------------------------------
@@ -524,6 +636,7 @@ class Extras:
     thinking: str | None = None       # -nothinking / -max: "none" / "max", in place of reasoning_effort
     show_thinking: bool = True        # SHOW_THINKING: ask for thought summaries
     random_string: str | None = None  # RANDOM_STRING: a part of its own, outside the meaningful text
+    image_signatures: Callable[[str], str | None] | None = None  # signatures of images Gemini drew, by data
 
 
 def _add_random_part(body: dict[str, Any], contents: list[dict[str, Any]], text: str,
@@ -564,7 +677,7 @@ def build_request(req: Mapping[str, Any], traits: ModelTraits,
                   extras: Extras = Extras()) -> dict[str, Any]:
     if extras.thinking is not None:
         req = {**req, "reasoning_effort": extras.thinking}
-    system, contents = convert_messages(req.get("messages"), traits, images)
+    system, contents = convert_messages(req.get("messages"), traits, images, extras.image_signatures)
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": system}

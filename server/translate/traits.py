@@ -6,8 +6,9 @@ which safety threshold it accepts. Kept pure so the rules are tested as a table.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 # Models that reject threshold OFF (SillyTavern's list); they get BLOCK_NONE.
 _LEGACY_SAFETY = ("gemini-1.5-pro-001", "gemini-1.5-flash-001", "gemini-1.5-flash-8b-exp-0827",

@@ -9,18 +9,14 @@ Messages are passed through the redactor: Google quotes keys in some of them.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import ujson
 
 from ..redact import snippet
-
-# Finish reasons that mean "the output was filtered", not "the model had nothing to say".
-BLOCKING_FINISH = frozenset({
-    "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
-    "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "LANGUAGE",
-})
+from ..translate.gemini_facts import abnormal_message, finish_kind, has_answer
 
 
 @dataclass(eq=False)
@@ -32,6 +28,8 @@ class UpstreamFailure(Exception):
 
     def __post_init__(self) -> None:
         Exception.__init__(self, self.message)
+        # the error object Google sent, masked, for the routes that pass Gemini's own answers on (None: none)
+        self.google_error: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         return self.message
@@ -139,6 +137,14 @@ class TokenLimitReached(UpstreamFailure):
 
 
 @dataclass(eq=False)
+class AbnormalFinish(UpstreamFailure):
+    """A 200 whose finishReason says the reply went wrong (MALFORMED_FUNCTION_CALL, NO_IMAGE, …; see
+    translate/gemini_facts.py). Whether another attempt is worth it depends on the reason: pool/policy.py."""
+
+    reason: str = ""
+
+
+@dataclass(eq=False)
 class EmptyReply(UpstreamFailure):
     """A 200 with no text and no function call (only thoughts, or an empty candidate)."""
 
@@ -172,6 +178,19 @@ def _error_object(body: bytes) -> dict[str, Any]:
 
 
 def classify_error(status: int, body: bytes, redact: Callable[[str], str] = lambda s: s) -> UpstreamFailure:
+    """Turn a non-2xx upstream answer (or an error object inside a stream) into a typed failure, carrying the
+    error object as Google sent it, masked."""
+    failure = _classify_error(status, body, redact)
+    err = _error_object(body)
+    if err:
+        try:
+            failure.google_error = ujson.loads(redact(ujson.dumps(err, ensure_ascii=False)))
+        except (ValueError, TypeError):
+            failure.google_error = None
+    return failure
+
+
+def _classify_error(status: int, body: bytes, redact: Callable[[str], str] = lambda s: s) -> UpstreamFailure:
     """Turn a non-2xx upstream answer into a typed failure.
 
     A body that is not a Google error is quoted in part, masked before it is cut: cut first, the
@@ -183,7 +202,8 @@ def classify_error(status: int, body: bytes, redact: Callable[[str], str] = lamb
         quoted = snippet(body, redact, 200) if body and not err else ""
         raw_message = f"upstream answered HTTP {status}" + (f": {quoted}" if quoted else "")
     message = redact(raw_message)
-    details = err.get("details") if isinstance(err.get("details"), list) else []
+    found = err.get("details")
+    details: list[Any] = found if isinstance(found, list) else []
     reasons: set[str] = set()
     quota_ids: list[str] = []
     retry_after: float | None = None
@@ -245,20 +265,6 @@ def classify_error(status: int, body: bytes, redact: Callable[[str], str] = lamb
     return BadResponse(message, status)
 
 
-def _has_content(candidate: dict[str, Any]) -> bool:
-    content = candidate.get("content")
-    if not isinstance(content, dict):
-        return False
-    for part in content.get("parts") or ():
-        if not isinstance(part, dict):
-            continue
-        if "functionCall" in part or "inlineData" in part or "executableCode" in part:
-            return True
-        if part.get("text") and not part.get("thought"):
-            return True
-    return False
-
-
 def classify_reply(reply: Any) -> UpstreamFailure | None:
     """None when a 200 reply holds an answer; otherwise why it does not."""
     if not isinstance(reply, dict):
@@ -272,17 +278,28 @@ def classify_reply(reply: Any) -> UpstreamFailure | None:
         return PromptBlocked(msg, 200, reason=reason)
     if not isinstance(candidates, list) or not candidates:
         return EmptyReply("Gemini returned no candidates", 200)
+    return classify_candidates([c for c in candidates if isinstance(c, dict)])
+
+
+def classify_candidates(candidates: list[dict[str, Any]]) -> UpstreamFailure | None:
+    """None when the candidates hold an answer that ended normally (or was cut by a filter after some of it);
+    otherwise why not. A candidate that ended abnormally fails the reply even with content: its turn is broken
+    (a malformed call, a missing image), and a client must not take it for a finished answer."""
     finish = ""
+    answered = False
     for c in candidates:
-        if not isinstance(c, dict):
-            continue
-        if _has_content(c):
-            return None
-        finish = finish or str(c.get("finishReason") or "")
-    if finish in BLOCKING_FINISH:
+        reason = str(c.get("finishReason") or "")
+        if finish_kind(reason) == "abnormal":
+            return AbnormalFinish(abnormal_message(reason, c.get("finishMessage")), 200, reason=reason)
+        answered = answered or has_answer(c)
+        finish = finish or reason
+    if answered:
+        return None
+    kind = finish_kind(finish)
+    if kind == "filtered":
         return OutputBlocked(f"Gemini filtered the reply before any content (finishReason: {finish})",
                              200, reason=finish)
-    if finish == "MAX_TOKENS":
+    if kind == "length":
         return TokenLimitReached("Gemini spent the whole token limit before writing any text (finishReason: "
                                  "MAX_TOKENS); raise max_tokens or lower reasoning_effort", 200)
     return EmptyReply(f"Gemini returned an empty reply (finishReason: {finish or 'none'})", 200, finish_reason=finish)

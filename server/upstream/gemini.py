@@ -6,35 +6,47 @@ another key re-sends the same bytes without encoding them again.
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
 from urllib.parse import quote
 
 import ujson
 
 from .. import __version__
 from ..translate.sse import SSEDecoder
-from .failures import BadResponse, UpstreamFailure, UpstreamTimeout, Unreachable, classify_error
-from .http import ConnectFailed, ConnectionBroken, ForbiddenAddress, HttpClient, HttpError, HttpTimeout, Origin, \
-    ResponseTooLarge
+from .failures import BadResponse, Unreachable, UpstreamFailure, UpstreamTimeout, classify_error
+from .http import (
+    ConnectFailed,
+    ConnectionBroken,
+    ForbiddenAddress,
+    HttpClient,
+    HttpError,
+    HttpTimeout,
+    Origin,
+    ResponseTooLarge,
+)
 
 ERROR_BODY_LIMIT = 1024 * 1024
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 API_VERSION = "v1beta"
 
 
-def transport_failure(e: HttpError) -> UpstreamFailure:
+def transport_failure(e: HttpError, name: str = "Gemini") -> UpstreamFailure:
+    """A transport error as a typed failure; `name` is the upstream's, as the user knows it ("could not reach
+    ollama", not "could not reach Gemini", when a local server is down)."""
     if isinstance(e, HttpTimeout):
-        return UpstreamTimeout(f"Gemini did not answer in time: {e}")
+        return UpstreamTimeout(f"{name} did not answer in time: {e}")
     if isinstance(e, (ConnectFailed, ForbiddenAddress)):
-        return Unreachable(f"could not reach Gemini: {e}", reached=False)
+        return Unreachable(f"could not reach {name}: {e}", reached=False)
     if isinstance(e, ConnectionBroken):
-        return Unreachable(f"lost the connection to Gemini: {e}")
+        return Unreachable(f"lost the connection to {name}: {e}")
     if isinstance(e, ResponseTooLarge):
         return BadResponse(str(e))
     return Unreachable(str(e))
 
 
 class GeminiClient:
+    name = "Gemini"  # as errors name this upstream
     def __init__(self, http: HttpClient, base_url: str, *, timeout: float = 300.0,
                  stream_idle_timeout: float = 120.0, redact: Callable[[str], str] = lambda s: s):
         self.http = http
@@ -65,7 +77,7 @@ class GeminiClient:
             resp = await self.http.request("GET", self.origin, f"{self.prefix}/{API_VERSION}/models{query}",
                                            headers=self._headers(key), timeout=self.timeout, limit=MAX_REPLY_BYTES)
         except HttpError as e:
-            raise transport_failure(e) from None
+            raise transport_failure(e, self.name) from None
         if resp.status != 200:
             raise self._failure(resp.status, resp.body)
         try:
@@ -105,7 +117,7 @@ class GeminiClient:
             resp = await self.http.request("POST", origin, path, headers=headers, body=body, timeout=self.timeout,
                                            limit=MAX_REPLY_BYTES)
         except HttpError as e:
-            raise transport_failure(e) from None
+            raise transport_failure(e, self.name) from None
         if resp.status != 200:
             raise self._failure(resp.status, resp.body)
         return self._reply(resp.body, resp.status)
@@ -125,13 +137,13 @@ class GeminiClient:
                                 ujson.dumps(reply).encode())
         return reply
 
-    async def stream(self, key: str, model: str, body: bytes) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, key: str, model: str, body: bytes) -> AsyncGenerator[dict[str, Any], None]:
         """Each SSE event of `streamGenerateContent?alt=sse` as a reply dict, as it arrives."""
         origin, path, headers = await self._target(key, model, "streamGenerateContent", "?alt=sse")
         try:
             resp = await self.http.open("POST", origin, path, headers=headers, body=body, timeout=self.timeout)
         except HttpError as e:
-            raise transport_failure(e) from None
+            raise transport_failure(e, self.name) from None
         try:
             if resp.status != 200:
                 try:
@@ -145,7 +157,7 @@ class GeminiClient:
                     for payload in decoder.feed(piece):
                         yield self._reply(payload)
             except HttpError as e:
-                raise transport_failure(e) from None
+                raise transport_failure(e, self.name) from None
             except ValueError as e:  # an event over the size limit
                 raise BadResponse(str(e)) from None
             rest, _ = decoder.close()

@@ -15,6 +15,7 @@ request's path, so it is kept lean.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import ipaddress
 import re
@@ -22,9 +23,9 @@ import socket
 import ssl
 import time
 import unicodedata
-from dataclasses import dataclass
-from typing import AsyncIterator, Iterable
-from urllib.parse import quote, urlsplit
+from collections.abc import AsyncGenerator, Iterable
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote, urlsplit
 
 MAX_HEAD_BYTES = 64 * 1024
 PAUSE_AT = 1024 * 1024  # stop reading a streamed body while this much waits for its consumer
@@ -71,7 +72,7 @@ class Origin:
         return host if self.port == default else f"{host}:{self.port}"
 
     @classmethod
-    def parse(cls, url: str) -> tuple["Origin", str]:
+    def parse(cls, url: str) -> tuple[Origin, str]:
         """Split a URL into its origin and request target (path + query), both ASCII as they go on the wire.
 
         ValueError, with a short message that does not repeat the URL, if it is not an http(s) URL, its port is not
@@ -184,10 +185,60 @@ async def _public_address(host: str, port: int) -> str:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except UnicodeError:  # an Origin made without parse(): the name cannot be encoded
         raise ConnectFailed("the host name cannot be encoded (IDNA)") from None
-    ips = [i[4][0] for i in infos]
+    ips = [str(i[4][0]) for i in infos]
     if not ips or any(_forbidden_ip(ip) for ip in ips):
         raise ForbiddenAddress(f"{host} resolves to a private or local address")
     return ips[0]
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A forward proxy from a URL `http(s)://[user:password@]host[:port]`: where it is, the header line that
+    authenticates us to it (empty without credentials) and the URL as it may be shown (password masked)."""
+
+    origin: Origin
+    authorization: str = field(repr=False)
+    shown: str
+
+    @classmethod
+    def parse(cls, url: str) -> Proxy:
+        """ValueError, with a message that never repeats the URL (it may hold a password), unless `url` is an
+        http:// or https:// proxy URL with a host (SOCKS is not supported). The user name and password are
+        percent-decoded."""
+        bad_port = "its port is not valid (percent-encode any of :/?#@ in the user name or password)"
+        try:
+            parts = urlsplit(url.strip())
+        except ValueError:
+            raise ValueError("not a proxy URL such as http://user:password@host:port") from None
+        scheme = parts.scheme.lower()
+        if scheme.startswith("socks"):
+            raise ValueError(f"{scheme}:// proxies are not supported (yet): use an http:// or https:// proxy")
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// proxy URL with a host, such as http://host:port")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(bad_port) from None
+        if port == 0 or parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(bad_port if port == 0 else "a proxy URL has no path, query or fragment "
+                             "(percent-encode any of /?# in the user name or password)")
+        host = _ascii_host(parts.hostname)
+        if not _PROXY_HOST.fullmatch(host):
+            raise ValueError("its host name is not valid")
+        origin = Origin(scheme, host, port or (443 if scheme == "https" else 80))
+        authority = f"[{host}]:{origin.port}" if ":" in host else f"{host}:{origin.port}"
+        if parts.username is None:
+            return cls(origin, "", f"{scheme}://{authority}")
+        user, password = unquote(parts.username), unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        shown = f"{scheme}://{quote(user, safe='')}{':***' if password else ''}@{authority}"
+        return cls(origin, f"Proxy-Authorization: Basic {token}\r\n", shown)
+
+    def __str__(self) -> str:
+        return self.shown
+
+
+_PROXY_HOST = re.compile(r"[A-Za-z0-9._:-]+")
 
 
 # body framing of the response being read
@@ -424,7 +475,7 @@ class _Conn(asyncio.Protocol):
 
     # -- sending -------------------------------------------------------------------------------------
 
-    def start(self, resp: "Response", payload: bytes, body: bytes) -> asyncio.Future[None]:
+    def start(self, resp: Response, payload: bytes, body: bytes) -> asyncio.Future[None]:
         self._resp = resp
         self._in_head = True
         self._buf.clear()
@@ -441,7 +492,7 @@ class _Conn(asyncio.Protocol):
 class Response:
     """An upstream response: status and headers, then the body, whole (`body`) or piece by piece."""
 
-    def __init__(self, client: "HttpClient | None", origin: Origin, conn: _Conn, method: str, limit: int | None):
+    def __init__(self, client: HttpClient | None, origin: Origin, conn: _Conn, method: str, limit: int | None):
         self.status = 0
         self.headers: dict[str, str] = {}
         self.keep_alive = False
@@ -490,7 +541,8 @@ class Response:
                 handle.cancel()
             self._waiter = None
 
-    async def iter_body(self, idle_timeout: float | None = None, limit: int | None = None) -> AsyncIterator[bytes]:
+    async def iter_body(self, idle_timeout: float | None = None,
+                        limit: int | None = None) -> AsyncGenerator[bytes, None]:
         """Yield body pieces as they arrive; each wait is bounded by idle_timeout."""
         if limit is not None:
             self.limit = limit if self.limit is None else min(self.limit, limit)
@@ -539,7 +591,10 @@ class HttpClient:
         self.idle_ttl = idle_ttl
         self._ssl = ssl_context
         self._idle: dict[Origin, list[_Conn]] = {}
-        self._proxy = Origin.parse(proxy)[0] if proxy else None
+        # ValueError (the message never repeats the password) for a proxy URL this client cannot use
+        self.proxy = Proxy.parse(proxy) if proxy else None
+        self._proxy = self.proxy.origin if self.proxy is not None else None
+        self._proxy_auth = self.proxy.authorization if self.proxy is not None else ""
         self.connections_opened = 0
         self.requests_sent = 0
 
@@ -583,27 +638,42 @@ class HttpClient:
     async def _open(self, origin: Origin, allow_private: bool) -> _Conn:
         loop = asyncio.get_running_loop()
         host, port = origin.host, origin.port
+        proxy = self._proxy
+        where = origin.host  # what a failure names: the origin, or the proxy while we are talking to it
+        conn: _Conn | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if not allow_private:
                     host = await _public_address(host, port)
-                if self._proxy is not None:
-                    transport, conn = await loop.create_connection(_Conn, self._proxy.host, self._proxy.port)
+                if proxy is not None:
+                    where = f"the proxy {self.proxy}"
+                    if proxy.tls:  # TLS to the proxy itself; a tunnel inside it is TLS in TLS
+                        _, conn = await loop.create_connection(_Conn, proxy.host, proxy.port, ssl=self.ssl_context,
+                                                               server_hostname=proxy.host)
+                    else:
+                        _, conn = await loop.create_connection(_Conn, proxy.host, proxy.port)
                     if origin.tls:
-                        await self._tunnel(conn, origin)
+                        # the tunnel goes to the address judged above when there was one, so that the proxy's
+                        # own lookup cannot swap in another; TLS still checks the certificate against the name
+                        await self._tunnel(conn, origin, host)
+                        where = origin.host
                         tls = await loop.start_tls(conn.transport, conn, self.ssl_context,  # type: ignore[arg-type]
                                                    server_hostname=origin.host)
-                        conn.transport = tls  # type: ignore[assignment]
+                        conn.transport = tls
                 elif origin.tls:
-                    transport, conn = await loop.create_connection(_Conn, host, port, ssl=self.ssl_context,
-                                                                   server_hostname=origin.host)
+                    _, conn = await loop.create_connection(_Conn, host, port, ssl=self.ssl_context,
+                                                           server_hostname=origin.host)
                 else:
-                    transport, conn = await loop.create_connection(_Conn, host, port)
-        except TimeoutError:
-            raise HttpTimeout(f"could not connect to {origin.host} within {self.connect_timeout:g}s") from None
-        except (OSError, ssl.SSLError) as e:
-            raise ConnectFailed(f"could not connect to {origin.host}: {type(e).__name__}: "
-                                f"{getattr(e, 'strerror', None) or e}") from None
+                    _, conn = await loop.create_connection(_Conn, host, port)
+        except BaseException as e:
+            if conn is not None:
+                conn.abort()
+            if isinstance(e, TimeoutError):
+                raise HttpTimeout(f"could not connect to {where} within {self.connect_timeout:g}s") from None
+            if isinstance(e, (OSError, ssl.SSLError)):
+                raise ConnectFailed(f"could not connect to {where}: {type(e).__name__}: "
+                                    f"{getattr(e, 'strerror', None) or e}") from None
+            raise
         sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
         if sock is not None:
             try:
@@ -613,13 +683,17 @@ class HttpClient:
         self.connections_opened += 1
         return conn
 
-    async def _tunnel(self, conn: _Conn, origin: Origin) -> None:
-        authority = f"{origin.host}:{origin.port}"
+    async def _tunnel(self, conn: _Conn, origin: Origin, host: str) -> None:
+        """CONNECT through the proxy to `host` (the origin's name, or the address it was judged by)."""
+        authority = f"[{host}]:{origin.port}" if ":" in host else f"{host}:{origin.port}"
         resp = Response(None, origin, conn, "CONNECT", 0)
-        await conn.start(resp, f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode("latin-1"), b"")
-        if resp.status != 200:
+        head = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{self._proxy_auth}\r\n"
+        await conn.start(resp, head.encode("latin-1"), b"")
+        if not 200 <= resp.status < 300:  # any 2xx opens the tunnel (RFC 9110 9.3.6)
             conn.abort()
-            raise ConnectFailed(f"proxy refused to tunnel to {origin.host} (status {resp.status})")
+            if resp.status == 407:
+                raise _proxy_auth_failed(bool(self._proxy_auth))
+            raise ConnectFailed(f"the proxy refused to tunnel to {origin.host} (status {resp.status})")
         conn._resp = None
 
     # -- requests ------------------------------------------------------------------------------------
@@ -647,7 +721,7 @@ class HttpClient:
 
     async def _send(self, method: str, origin: Origin, target: str, headers: Iterable[tuple[str, str]],
                     body: bytes, allow_private: bool, limit: int | None) -> Response:
-        lines = [f"{method} {self._target(origin, target)} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
+        lines = [self._target(method, origin, target)]
         for k, v in headers:
             lines.append(f"{k}: {v}\r\n")
         if body or method in ("POST", "PUT", "PATCH"):
@@ -667,9 +741,20 @@ class HttpClient:
             conn.abort()
             raise
         self.requests_sent += 1
+        if resp.status == 407 and self._proxy is not None and not origin.tls:  # the proxy's answer, not the origin's
+            resp.close()
+            raise _proxy_auth_failed(bool(self._proxy_auth))
         return resp
 
-    def _target(self, origin: Origin, target: str) -> str:
+    def _target(self, method: str, origin: Origin, target: str) -> str:
+        """The request line and Host header; through a proxy, a plain-http request names its origin in full
+        (absolute form) and carries the proxy's credentials (an https one goes through a CONNECT tunnel)."""
         if self._proxy is not None and not origin.tls:
-            return f"http://{origin.host_header}{target}"
-        return target
+            return (f"{method} http://{origin.host_header}{target} HTTP/1.1\r\nHost: {origin.host_header}\r\n"
+                    f"{self._proxy_auth}")
+        return f"{method} {target} HTTP/1.1\r\nHost: {origin.host_header}\r\n"
+
+
+def _proxy_auth_failed(had_credentials: bool) -> ConnectFailed:
+    return ConnectFailed("the proxy refused the credentials (407)" if had_credentials else
+                         "the proxy asks for credentials (407): give them in the proxy URL, http://user:password@host:port")

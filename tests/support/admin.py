@@ -6,10 +6,13 @@ from typing import Any
 
 import httpx
 
+from tests.support.closing import track
+
 
 class AdminClient:
     def __init__(self, base_url: str, password: str, *, base: str = "", headers: dict[str, str] | None = None):
         self.http = httpx.Client(base_url=base_url, timeout=20.0, headers=headers or {})
+        track(self)
         self.api = base + "/api/"
         r = self.http.post(self.api + "login", json={"password": password})
         assert r.status_code == 200, r.text
@@ -40,3 +43,4 @@ class AdminClient:
 
     def close(self) -> None:
         self.http.close()
+

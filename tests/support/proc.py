@@ -37,8 +37,9 @@ class KeyloomProcess:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
+        with self.proc.stdout:  # closed once the process has ended its output
+            for line in self.proc.stdout:
+                self.lines.append(line)
 
     @property
     def url(self) -> str:
@@ -47,7 +48,7 @@ class KeyloomProcess:
     def output(self) -> str:
         return "".join(self.lines)
 
-    def wait_ready(self, timeout: float = 15.0) -> "KeyloomProcess":
+    def wait_ready(self, timeout: float = 15.0) -> KeyloomProcess:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:

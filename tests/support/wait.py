@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -40,7 +41,7 @@ def raw_request(port: int, head: str, body: bytes = b"", *, source: str = "127.0
 
 
 def closed_by_peer(s: socket.socket, timeout: float = 30.0) -> bool:
-    """Wait until the other side closes `s` (True), or `timeout` passes (False)."""
+    """Wait until the other side closes `s` (True), or `timeout` passes (False); `s` is closed either way."""
     s.settimeout(timeout)
     try:
         while True:
@@ -50,3 +51,5 @@ def closed_by_peer(s: socket.socket, timeout: float = 30.0) -> bool:
         return False
     except OSError:
         return True
+    finally:
+        s.close()

@@ -1,0 +1,49 @@
+"""Headless Chromium for the page tests: Debian's browser driven by Playwright's Python package (no browser
+download), one per test module. The page tests import this module, which skips them where Chromium is missing
+(unless KEYLOOM_REQUIRE_BROWSER is set, as in CI, where they fail); the `browser` fixture itself lives in
+tests/conftest.py so that no module imports a fixture by name."""
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+README_SHOTS = Path(__file__).resolve().parent.parent / "screenshots"
+# the flags this machine's closed network wants (without the background-networking ones Chromium keeps trying
+# Google's hosts), and no sandbox (the tests run as root in CI)
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+if not os.path.exists(CHROMIUM):
+    if os.environ.get("KEYLOOM_REQUIRE_BROWSER"):
+        raise RuntimeError(f"Chromium is required (KEYLOOM_REQUIRE_BROWSER) but {CHROMIUM} does not exist")
+    pytest.skip("Debian's chromium is not installed (.ci/run installs it)", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+
+def launch() -> Iterator[Any]:
+    """The body of the `browser` fixture (tests/conftest.py): one headless Chromium per test module."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def shot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=name.endswith("full"))
+    # the README's chat pictures come from test_pages_browser.py (a reply of the offline demo)
+    if os.environ.get("KEYLOOM_UPDATE_SCREENSHOTS") and name in ("dashboard-desktop", "dashboard-phone"):
+        README_SHOTS.mkdir(exist_ok=True)
+        shutil.copy(path, README_SHOTS / path.name)
+    return path
