@@ -20,9 +20,10 @@ from .errors import ApiError, bad_request, model_not_found
 from .images import fetch_images
 from .limits import ClientLimits
 from .pool.policy import DispatchError, client_error
+from .request_context import RequestContext
 from .reuse import Reuse, request_key
 from .settings import Settings
-from .signatures import ImageSignatures
+from .signatures import ImageSignatures, unseal_body
 from .translate import gemini_to_openai as g2o
 from .translate.openai_to_gemini import Extras, TranslationError, build_request, remote_image_urls
 from .translate.sse import DONE, frames
@@ -48,18 +49,22 @@ class ChatPlan:
     stream: bool
     include_usage: bool
     body: bytes          # the encoded Gemini request, sent as-is on every attempt
-    trace: Trace         # what happened, for the request log
+    ctx: RequestContext  # the request's trace, and what hanging up does
     fake_stream: bool    # a stream answered from a non-streaming upstream call (FAKE_STREAMING)
     upstream: str = ""   # the Gemini model (the id without -search / -nothinking / -max)
     reuse_key: str = ""  # identical requests share this (in-flight sharing, the cache)
     marker: str | None = None  # the random string added upstream, removed from what the client gets
     how: str = "upstream"      # where the answer comes from: upstream, shared or cache
     cached: dict[str, Any] | None = None  # taken from the cache for this request
-    client_gone: Callable[[], bool] = lambda: False  # set by the handler
     dispatcher: Any = None     # the Gemini API's, or Vertex AI's
+    prefer: str | None = None  # the key that issued the thought signatures the request carries back
 
     def __post_init__(self) -> None:
         self.upstream = self.upstream or self.model
+
+    @property
+    def trace(self) -> Trace:
+        return self.ctx.trace
 
 
 class ChatService:
@@ -75,9 +80,11 @@ class ChatService:
         self.settings = settings
         self.clock = clock
 
-    async def prepare(self, req: Any, client_ip: str, trace: Trace, raw: bytes = b"", route: Any = None) -> ChatPlan:
-        """`route`: a Vertex AI route (the router's), else the Gemini API."""
-        """Validate and translate; count the request against the client's limits (refusing it when over)."""
+    async def prepare(self, req: Any, client_ip: str, ctx: RequestContext, raw: bytes = b"",
+                      route: Any = None) -> ChatPlan:
+        """Validate and translate; count the request against the client's limits (refusing it when over).
+        `route`: a Vertex AI route (the router's), else the Gemini API."""
+        trace = ctx.trace
         if not isinstance(req, dict):
             raise bad_request("the request body must be a JSON object")
         model = req.get("model")
@@ -113,7 +120,9 @@ class ChatService:
         urls = remote_image_urls(req)
         # Translate (and so validate) before the request counts against the client's limits; remote
         # images are fetched only after that, then translated for real.
-        encoded = self._encode(self._translate(req, traits, {u: ("image/png", "") for u in urls}, extras))
+        body = self._translate(req, traits, {u: ("image/png", "") for u in urls}, extras)
+        prefer = unseal_body(body)
+        encoded = self._encode(body)
         refused = self.limits.admit(client_ip)
         if refused is not None:
             raise refused
@@ -123,13 +132,18 @@ class ChatService:
                                         total_bytes=int(s.IMAGE_FETCH_TOTAL_MB * 1024 * 1024),
                                         max_bytes=int(s.IMAGE_FETCH_MAX_MB * 1024 * 1024),
                                         timeout=s.IMAGE_FETCH_TIMEOUT, allow_private=s.IMAGE_FETCH_ALLOW_PRIVATE)
-            encoded = self._encode(self._translate(req, traits, images, extras))
-        plan = ChatPlan(model, stream, include_usage, encoded, trace, stream and s.FAKE_STREAMING,
+            body = self._translate(req, traits, images, extras)
+            unseal_body(body)
+            encoded = self._encode(body)
+        plan = ChatPlan(model, stream, include_usage, encoded, ctx, stream and s.FAKE_STREAMING,
                         upstream=variant.base, reuse_key=request_key(model, raw) if raw else "", marker=marker,
-                        dispatcher=route.dispatcher if route is not None else self.dispatcher)
+                        dispatcher=route.dispatcher if route is not None else self.dispatcher, prefer=prefer)
         if plan.reuse_key and (not stream or plan.fake_stream) and (s.INFLIGHT_SHARING or self.reuse.caching()):
             plan.cached = self.reuse.take(plan.reuse_key)
             plan.how = "cache" if plan.cached is not None else self.reuse.how(plan.reuse_key)
+            key = plan.reuse_key
+            # hanging up does not cancel an answer the cache keeps or another identical request waits for
+            ctx.keep_on_hang_up(lambda: self.reuse.keeps(key))
         else:
             plan.reuse_key = ""  # a real stream is neither shared nor cached; nor anything with both off
         return plan
@@ -159,7 +173,8 @@ class ChatService:
             keep = self.reuse.spare(plan.reuse_key)
             spare = lambda reply: keep(_unmarked(reply, plan.marker))  # noqa: E731
         try:
-            return _unmarked(await plan.dispatcher.generate(plan.upstream, plan.body, plan.trace, spare), plan.marker)
+            reply = await plan.dispatcher.generate(plan.upstream, plan.body, plan.trace, spare, plan.prefer)
+            return _unmarked(reply, plan.marker)
         except DispatchError as e:
             raise client_error(e) from None
 
@@ -168,14 +183,21 @@ class ChatService:
             return plan.cached
         if not plan.reuse_key:
             return await self._dispatch(plan)
-        reply, plan.how = await self.reuse.answer(plan.reuse_key, lambda: self._dispatch(plan), plan.client_gone)
+        reply, plan.how = await self.reuse.answer(plan.reuse_key, lambda: self._dispatch(plan), plan.ctx)
         return reply
 
     async def complete(self, plan: ChatPlan) -> dict[str, Any]:
         reply = await self._generate(plan)
-        self.signatures.remember(reply)
+        fp = self._answered_by(plan)
+        self.signatures.remember(reply, fp)
         return g2o.completion(reply, model=plan.model, created=int(self.clock.time()),
-                              image_output=self.settings().IMAGE_OUTPUT.lower())
+                              image_output=self.settings().IMAGE_OUTPUT.lower(), key_fp=fp)
+
+    @staticmethod
+    def _answered_by(plan: ChatPlan) -> str | None:
+        """The key whose answer this is: none for an answer from the cache or shared with another request
+        (its signatures go out unsealed; should Gemini refuse them later, the placeholder retry covers it)."""
+        return plan.trace.key_fp if plan.how == "upstream" else None
 
     async def events(self, plan: ChatPlan) -> AsyncGenerator[bytes, None]:
         """SSE bytes: chunks as they are ready, then `[DONE]`. Raises ApiError on failure."""
@@ -184,12 +206,14 @@ class ChatService:
                                  image_output=self.settings().IMAGE_OUTPUT.lower())
         if plan.fake_stream:
             reply = await self._generate(plan)
-            self.signatures.remember(reply)
+            chunks.key_fp = self._answered_by(plan)
+            self.signatures.remember(reply, chunks.key_fp)
             yield frames(chunks.feed(reply) + chunks.finish()) + DONE
             return
         try:
-            async for event in plan.dispatcher.stream(plan.upstream, plan.body, plan.trace):
-                self.signatures.remember(event)
+            async for event in plan.dispatcher.stream(plan.upstream, plan.body, plan.trace, plan.prefer):
+                chunks.key_fp = plan.trace.key_fp
+                self.signatures.remember(event, chunks.key_fp)
                 out = chunks.feed(_unmarked(event, plan.marker))
                 if out:
                     yield frames(out)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from .pool.keys import Key, KeyPool
 from .pool.policy import DispatchError, KeyEffect, verdict
 from .settings import Settings
+from .signatures import with_placeholder_signatures
 from .translate.gemini_facts import abnormal_message, candidate_parts, finish_kind, is_answer_part
 from .translate.gemini_to_openai import token_counts
 from .upstream.failures import (
@@ -31,6 +32,7 @@ from .upstream.failures import (
     EmptyReply,
     PromptBlocked,
     QuotaExceeded,
+    SignatureRefused,
     Unreachable,
     UpstreamFailure,
     classify_reply,
@@ -63,9 +65,12 @@ class Attempts:
     """Book-keeping for the attempts of one request, and what they do to the keys."""
 
     def __init__(self, pool: KeyPool, model: str, max_attempts: int, max_empty: int, trace: Trace | None = None,
-                 provider: str = "gemini", deadline: float = 0.0, upstream: str = "Gemini"):
-        """`deadline`: REQUEST_DEADLINE in seconds (0: none); the request ends with a 504 when it passes."""
+                 provider: str = "gemini", deadline: float = 0.0, upstream: str = "Gemini",
+                 prefer: str | None = None):
+        """`deadline`: REQUEST_DEADLINE in seconds (0: none); the request ends with a 504 when it passes.
+        `prefer`: the fingerprint of the key to try first (the issuer of the request's thought signatures)."""
         self.pool = pool
+        self.prefer = prefer
         self.upstream = upstream
         self.seconds = deadline
         self.deadline = asyncio.get_running_loop().time() + deadline if deadline else 0.0
@@ -84,7 +89,8 @@ class Attempts:
     def next_keys(self, width: int) -> list[Key]:
         keys: list[Key] = []
         while len(keys) < width and self.count < self.max_attempts:
-            key = self.pool.pick(self.model, self.avoid | {k.fp for k in keys}, self.provider)
+            prefer = self.prefer if self.count == 0 else None  # only the first attempt: it may be the right key
+            key = self.pool.pick(self.model, self.avoid | {k.fp for k in keys}, self.provider, prefer)
             if key is None:
                 break
             keys.append(key)
@@ -159,6 +165,26 @@ def _event_output(event: dict[str, Any]) -> tuple[bool, bool, str]:
     return parts, answer, finish
 
 
+class _Body:
+    """The body a request's attempts send: as translated, or, once Gemini has refused a thought signature in
+    it, with Google's placeholder in place of every signature (rewritten once, on that rare path only)."""
+
+    __slots__ = ("original", "attempts", "_placeholder")
+
+    def __init__(self, original: bytes, attempts: Attempts | None = None):
+        self.original = original
+        self.attempts = attempts
+        self._placeholder: bytes | None = None
+
+    def now(self) -> bytes:
+        a = self.attempts
+        if a is None or not any(isinstance(f, SignatureRefused) for f in a.failures):
+            return self.original
+        if self._placeholder is None:
+            self._placeholder = with_placeholder_signatures(self.original)
+        return self._placeholder
+
+
 class Dispatcher:
     def __init__(self, pool: KeyPool, gemini: Any, settings: Callable[[], Settings], provider: str = "gemini"):
         """`gemini`: the upstream client (GeminiClient, or VertexClient, which has the same methods)."""
@@ -169,10 +195,10 @@ class Dispatcher:
         self._list_offset = 0
         self._spares: set[asyncio.Future[Any]] = set()
 
-    def _attempts(self, model: str, trace: Trace | None) -> Attempts:
+    def _attempts(self, model: str, trace: Trace | None, prefer: str | None = None) -> Attempts:
         s = self.settings()
         return Attempts(self.pool, model, s.MAX_RETRY_NUM, s.MAX_EMPTY_RESPONSES, trace, self.provider,
-                        s.REQUEST_DEADLINE, getattr(self.gemini, "name", self.provider))
+                        s.REQUEST_DEADLINE, getattr(self.gemini, "name", self.provider), prefer)
 
     async def _keys(self, attempts: Attempts, width: int) -> list[Key]:
         """Keys for the next round; waits briefly when every key is only resting; raises when none is left."""
@@ -271,21 +297,29 @@ class Dispatcher:
                                                                            s.CONCURRENT_REQUESTS)
 
     async def generate(self, model: str, body: bytes, trace: Trace | None = None,
-                       spare: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """One answer from generateContent; with `spare`, concurrent rounds' other answers go there."""
+                       spare: Callable[[dict[str, Any]], None] | None = None, prefer: str | None = None
+                       ) -> dict[str, Any]:
+        """One answer from generateContent; with `spare`, concurrent rounds' other answers go there.
+        `prefer`: the key to try first (see Attempts)."""
+        sent = _Body(body)
+
         async def once(key: Key) -> dict[str, Any]:
-            reply = await self.gemini.generate(key.secret, model, body)
+            reply = await self.gemini.generate(key.secret, model, sent.now())
             failure = classify_reply(reply)
             if failure is not None:
                 raise failure
             return reply
 
-        return await self.call(model, once, trace, spare)
+        return await self.call(model, once, trace, spare, prefer=prefer, sent=sent)
 
     async def call(self, model: str, once: Callable[[Key], Awaitable[T]], trace: Trace | None = None,
-                   spare: Callable[[T], None] | None = None, succeeded: Callable[[T], Any] = lambda r: r) -> T:
-        """Rounds of `once(key)` until one succeeds; raises DispatchError when none is left."""
-        attempts = self._attempts(model, trace)
+                   spare: Callable[[T], None] | None = None, succeeded: Callable[[T], Any] = lambda r: r,
+                   prefer: str | None = None, sent: _Body | None = None) -> T:
+        """Rounds of `once(key)` until one succeeds; raises DispatchError when none is left. `sent`: the body
+        the attempts send, which a refused thought signature changes for the attempts after it."""
+        attempts = self._attempts(model, trace, prefer)
+        if sent is not None:
+            sent.attempts = attempts
         width, grow, most = self._widths()
         while True:
             won = await self._round(attempts, await self._keys(attempts, width), once, spare)
@@ -318,14 +352,17 @@ class Dispatcher:
             await events.aclose()
             raise
 
-    async def stream(self, model: str, body: bytes, trace: Trace | None = None) -> AsyncGenerator[dict[str, Any], None]:
+    async def stream(self, model: str, body: bytes, trace: Trace | None = None, prefer: str | None = None
+                     ) -> AsyncGenerator[dict[str, Any], None]:
         """Gemini's events as they come, each with its output (older models repeat finishReason on every
-        event: the content of each is kept, and only the last finish reason counts)."""
-        attempts = self._attempts(model, trace)
+        event: the content of each is kept, and only the last finish reason counts). `prefer`: the key to try
+        first (see Attempts)."""
+        attempts = self._attempts(model, trace, prefer)
+        sent = _Body(body, attempts)
         width, grow, most = self._widths()
         while True:
             won = await self._round(attempts, await self._keys(attempts, width),
-                                    lambda k: self._open_stream(k, model, body))
+                                    lambda k: self._open_stream(k, model, sent.now()))
             if won is not None:
                 break
             width = min(width + grow, most)

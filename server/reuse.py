@@ -25,10 +25,13 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clock import Clock
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .request_context import RequestContext
 
 log = logging.getLogger("keyloom.reuse")
 Reply = dict[str, Any]
@@ -137,11 +140,12 @@ class Reuse:
         return self.caching() or (flight is not None and flight.waiters > 0)
 
     async def answer(self, key: str, produce: Callable[[], Awaitable[Reply]],
-                     gone: Callable[[], bool]) -> tuple[Reply, str]:
+                     ctx: RequestContext) -> tuple[Reply, str]:
         """The answer for this request → (reply, "upstream" or "shared"). The caller has looked in the cache
         already (`take`). The first of identical requests calls `produce` in its own task (no task of its
-        own is started: that costs every request); later ones wait for its result. `gone` says whether the
-        caller's client has left, in which case the answer is cached for the next identical request."""
+        own is started: that costs every request); later ones wait for its result. `ctx.client_gone` says
+        whether the caller's client has left, in which case the answer is cached for the next identical
+        request."""
         flight = self._flights.get(key)
         if flight is not None and self.sharing():
             self.stats.shared += 1
@@ -172,7 +176,7 @@ class Reuse:
                 del self._flights[key]
         if mine is not None:
             mine.future.set_result(reply)
-        if gone() and (mine is None or mine.waiters == 0):
+        if ctx.client_gone and (mine is None or mine.waiters == 0):
             self.put(key, reply, spare=False)  # nobody received it: keep it for the next identical request
         return reply, "upstream"
 

@@ -161,6 +161,40 @@ def function_call_reply(name: str, args: dict[str, Any], signature: str | None =
             "modelVersion": "gemini-2.5-flash", "responseId": "fakeFnCall"}
 
 
+PLACEHOLDER_SIGNATURE = "skip_thought_signature_validator"  # Google's documented placeholder
+
+
+def key_signature(key: str) -> str:
+    """With `bind_signatures`, the signature the fake gives a function call answered with `key`: opaque base64
+    that, like Gemini 3's, only the account that issued it accepts back."""
+    return base64.b64encode(b"fake-sig:" + hashlib.sha256(key.encode()).digest()[:9]).decode()
+
+
+def foreign_signature(body: Any, key: str) -> bool:
+    """True when a function call in the request's history carries a signature this fake issued to another
+    key (Gemini answers that with 400 "Corrupted thought signature."); the placeholder is accepted."""
+    mine = key_signature(key)
+    for content in (body.get("contents") or []) if isinstance(body, dict) else []:
+        for part in content.get("parts") or []:
+            sig = wire_field(part, "thoughtSignature") if isinstance(part, dict) else None
+            if isinstance(sig, str) and sig != mine and sig != PLACEHOLDER_SIGNATURE and \
+                    base64.b64decode(sig + "==", validate=False).startswith(b"fake-sig:"):
+                return True
+    return False
+
+
+def with_key_signatures(reply: Any, key: str) -> Any:
+    """The reply with each signed part's signature replaced by `key`'s (see `key_signature`)."""
+    if not isinstance(reply, dict):
+        return reply
+    out = ujson.loads(ujson.dumps(reply))
+    for cand in out.get("candidates") or []:
+        for part in (cand.get("content") or {}).get("parts") or []:
+            if "thoughtSignature" in part:
+                part["thoughtSignature"] = key_signature(key)
+    return out
+
+
 def stream_events(reply: dict[str, Any], pieces: int = 3) -> list[dict[str, Any]]:
     """Split a whole reply into SSE events as Gemini sends them: text deltas, cumulative usage,
     finishReason only on the last event, function calls whole."""
@@ -302,6 +336,8 @@ class FakeGemini:
         self.page_size = 50
         self.record = True  # keep every request (tests); off for long benchmark runs
         self.mode = ""  # free for tests to note what they are doing
+        # signatures bound to the key that earned them, as Gemini 3's are (see `key_signature`)
+        self.bind_signatures = False
         self.server: HTTPServer | None = None
         self.base_url = ""
         # Vertex AI: service-account public keys by email, issued access tokens, express keys
@@ -322,6 +358,7 @@ class FakeGemini:
         self.connections = 0
         self.cancelled = 0
         self.page_size = 50
+        self.bind_signatures = False
         self.vertex_tokens.clear()
         self.token_ttl = 3600
         self.token_requests = 0
@@ -506,6 +543,9 @@ class GenerateHandler(_Base):
         if not isinstance(rec.body, dict) or not rec.body.get("contents"):
             self.send_json(400, bad_request_body("* GenerateContentRequest.contents: contents is not specified"))
             return
+        if self.fake.bind_signatures and foreign_signature(rec.body, rec.key or ""):
+            self.send_json(400, bad_request_body("Corrupted thought signature."))
+            return
         reply = None
         if self.fake.responder is not None:
             reply = self.fake.responder(rec)
@@ -531,6 +571,8 @@ class GenerateHandler(_Base):
             self.send_json(reply.status, reply.body if reply.body is not None else internal_body())
             return
         body = reply.body if reply.body is not None else default_reply(rec.body, model)
+        if self.fake.bind_signatures:
+            body = with_key_signatures(body, rec.key or "")
         if action == "generateContent":
             self.send_json(200, body)
             return

@@ -3,11 +3,9 @@ authentication, bodies capped per route before they are read, and cancelling wor
 client hangs up."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import tornado.web
@@ -16,10 +14,10 @@ from tornado import httputil
 from tornado.iostream import StreamClosedError
 
 from ..auth import presented_credentials
-from ..dispatch import Trace
 from ..errors import ApiError, storage_error, too_many_connections, unauthorized
 from ..limits import client_key
 from ..redact import snippet
+from ..request_context import ClientGone, RequestContext
 from ..store.requestlog import RequestRow
 from ..translate.sse import json_bytes
 
@@ -31,10 +29,6 @@ T = TypeVar("T")
 
 _STATUS_TEXT = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
                 405: "Method not allowed", 413: "Request body too large", 429: "Too many requests"}
-
-
-class ClientGone(Exception):
-    """The client closed its connection; there is nobody left to answer."""
 
 
 class _HttpDate:
@@ -70,8 +64,7 @@ class BaseHandler(tornado.web.RequestHandler):
     answered at once and the connection closes. Either way nothing a stranger sends is held.
     """
 
-    _task: asyncio.Future[Any] | None = None
-    _client_gone = False
+    ctx: RequestContext | None = None  # made by the handlers that do upstream work (LoggedHandler.begin)
     _counted = False
     _slot: str | None = None
     _refusal: ApiError | None = None
@@ -186,34 +179,16 @@ class BaseHandler(tornado.web.RequestHandler):
 
     # -- client disconnects --------------------------------------------------------------------
 
-    def keep_running(self) -> bool:
-        """Whether the work goes on when the client hangs up (its result is kept for someone else)."""
-        return False
-
     def on_connection_close(self) -> None:
-        self._client_gone = True
-        if self._task is not None and not self._task.done() and not self.keep_running():
-            self._task.cancel()
+        if self.ctx is not None:
+            self.ctx.hang_up()
         body = getattr(self.request, "_body_future", None)
         if body is not None and not body.done():
             self._release()  # closed while sending its body: the handler never runs, on_finish never comes
 
-    async def cancellable(self, aw: Awaitable[T]) -> T:
-        """Await `aw` so that it is cancelled (closing its upstream call) if the client hangs up.
-
-        Tornado already runs each request in a task of its own: that task is what gets cancelled,
-        and the cancellation is turned back into ClientGone here, so no second task is needed."""
-        task = asyncio.current_task()
-        self._task = task
-        try:
-            return await aw
-        except asyncio.CancelledError:
-            if self._client_gone and task is not None:
-                task.uncancel()
-                raise ClientGone() from None
-            raise
-        finally:
-            self._task = None
+    @property
+    def client_gone(self) -> bool:
+        return self.ctx is not None and self.ctx.client_gone
 
     # -- admission: counting, authentication, the body ---------------------------------------------
 
@@ -360,23 +335,24 @@ class JsonBodyHandler(ApiHandler):
 class LoggedHandler(JsonBodyHandler):
     """A client request that gets a row in the request log (chat, embeddings, the native API)."""
 
-    trace: Trace | None = None
     stream_requested = False
 
-    def begin(self, stream: bool = False) -> Trace:
-        self.trace = Trace()
+    def begin(self, stream: bool = False) -> RequestContext:
+        """The request's context, passed down to the services: its trace for the log row, and what hanging up
+        does (`X-Keyloom-Cancel: on-close`: the client's Stop means stop)."""
+        self.ctx = RequestContext(cancel_on_close=self.request.headers.get("X-Keyloom-Cancel") == "on-close")
         self.stream_requested = stream
-        return self.trace
+        return self.ctx
 
     def on_finish(self) -> None:
         super().on_finish()
-        trace = self.trace
-        if trace is None:
+        if self.ctx is None:
             return  # refused before it was parsed (auth, size): nothing worth a row
+        trace = self.ctx.trace
         r = self.request
         self.kl.request_log.add(RequestRow(
             ts=self.kl.clock.time() - r.request_time(), model=trace.model or None, key_fp=trace.key_fp,
-            attempts=trace.attempts, status=CLIENT_CLOSED if self._client_gone and not self.error_status
+            attempts=trace.attempts, status=CLIENT_CLOSED if self.ctx.client_gone and not self.error_status
             else self.logical_status(), latency_ms=1000.0 * r.request_time(),
             prompt_tokens=trace.prompt_tokens, completion_tokens=trace.completion_tokens, client_ip=self.client_ip,
             stream=self.stream_requested, error=self.error_message))

@@ -10,39 +10,28 @@ from typing import Any
 from ..chat import stream_error_frame
 from ..errors import ApiError
 from ..keepalive import retrieve
+from ..request_context import ClientGone, RequestContext
 from ..translate.sse import KEEPALIVE, json_bytes
-from .base import ClientGone, LoggedHandler, safe_flush
+from .base import LoggedHandler, safe_flush
 
 log = logging.getLogger("keyloom.chat")
 
 
 class ChatCompletionsHandler(LoggedHandler):
-    plan: Any = None
-
-    def keep_running(self) -> bool:
-        """A non-streaming (or fake-streaming) answer whose client left is still wanted when the cache
-        keeps it or another identical request waits for it: then hanging up does not cancel the call."""
-        plan = self.plan
-        if self.request.headers.get("X-Keyloom-Cancel") == "on-close":
-            return False  # the caller's Stop means stop (the chat playground says so)
-        return plan is not None and bool(plan.reuse_key) and self.kl.reuse.keeps(plan.reuse_key)
-
     async def post(self) -> None:
         req = self.json_body()
-        self.begin(isinstance(req, dict) and req.get("stream") is True)
+        ctx = self.begin(isinstance(req, dict) and req.get("stream") is True)
         try:
-            await self.cancellable(self._serve(req))  # hanging up cancels it all
+            await ctx.run(self._serve(req, ctx))  # hanging up cancels it all (unless the answer is still wanted)
         except ClientGone:
             return
 
-    async def _serve(self, req: object) -> None:
-        assert self.trace is not None
+    async def _serve(self, req: object, ctx: RequestContext) -> None:
         route = self.kl.router.resolve(req.get("model")) if isinstance(req, dict) else None
         if route is not None and route.kind == "openai" and isinstance(req, dict):
-            await self._forward(route, req)
+            await self._forward(route, req, ctx)
             return
-        plan = self.plan = await self.kl.chat.prepare(req, self.client_ip, self.trace, self.raw_body, route)
-        plan.client_gone = lambda: self._client_gone
+        plan = await self.kl.chat.prepare(req, self.client_ip, ctx, self.raw_body, route)
         if plan.how != "upstream":
             self.set_header("X-Keyloom-Answer", plan.how)  # cache: a paid answer nobody had received
         if not plan.stream:
@@ -56,24 +45,25 @@ class ChatCompletionsHandler(LoggedHandler):
             # used up max_tokens) still gets its own HTTP status rather than a 200 and an error event.
             await self.write_event_stream(self.kl.chat.events(plan), self.kl.settings.FAKE_STREAMING_INTERVAL)
 
-    async def _forward(self, route: Any, req: dict) -> None:
+    async def _forward(self, route: Any, req: dict, ctx: RequestContext) -> None:
         """An OpenAI-compatible upstream's model: its answer passes through as it is."""
-        assert self.trace is not None
         fwd = self.kl.forwarder
-        body = fwd.prepare(route, req, self.client_ip, self.trace)
+        body = fwd.prepare(route, req, self.client_ip, ctx.trace)
         if req.get("stream") is not True:
-            data = await fwd.complete(route, body, self.trace)
+            data = await fwd.complete(route, body, ctx.trace)
             self.set_header("Content-Type", "application/json")
             self.finish(data)
             return
-        await self.write_event_stream(fwd.stream(route, body, self.trace), self.kl.settings.FAKE_STREAMING_INTERVAL)
+        await self.write_event_stream(fwd.stream(route, body, ctx.trace), self.kl.settings.FAKE_STREAMING_INTERVAL)
 
     async def write_with_keepalive(self, answer: Any) -> None:
         """NONSTREAM_KEEPALIVE: while the answer is pending, a space every interval before the JSON body
         (JSON allows leading whitespace), so idle-cutting proxies keep the connection. The status is
         committed as 200 with the first space; an error after that travels in the body."""
         task = asyncio.ensure_future(answer)
-        self._task = task
+        ctx = self.ctx
+        assert ctx is not None
+        outer, ctx.scope = ctx.scope, task  # hanging up cancels the answer, not this loop
         interval = self.kl.settings.NONSTREAM_KEEPALIVE_INTERVAL
         committed = False
         try:
@@ -99,7 +89,7 @@ class ChatCompletionsHandler(LoggedHandler):
             self.finish(json_bytes(e.body()))
             return
         finally:
-            self._task = None
+            ctx.scope = outer
             if not task.done():
                 task.cancel()
         self.write_json(body)
@@ -116,7 +106,7 @@ class ChatCompletionsHandler(LoggedHandler):
         self.kl.keepalive.add(self)
 
     def send_keepalive(self) -> None:
-        if self._finished or self._client_gone:
+        if self._finished or self.client_gone:
             return
         self.write(KEEPALIVE)
         self.last_write = time.monotonic()
@@ -131,8 +121,10 @@ class ChatCompletionsHandler(LoggedHandler):
         """
         it = events
         committed = False
+        ctx = self.ctx
+        assert ctx is not None
         pending: asyncio.Future[bytes] = asyncio.ensure_future(it.__anext__())
-        self._task = pending
+        outer, ctx.scope = ctx.scope, pending  # hanging up cancels the pending read
         try:
             await asyncio.wait((pending,), timeout=hold_back)
             while True:
@@ -168,10 +160,10 @@ class ChatCompletionsHandler(LoggedHandler):
                 self.write(data)
                 self.last_write = time.monotonic()
                 await safe_flush(self)
-                self._task = pending = asyncio.ensure_future(it.__anext__())
+                ctx.scope = pending = asyncio.ensure_future(it.__anext__())
         finally:
             self.kl.keepalive.discard(self)
-            self._task = None
+            ctx.scope = outer
             if not pending.done():
                 pending.cancel()
             try:

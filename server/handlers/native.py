@@ -10,8 +10,9 @@ from typing import Any
 
 from ..errors import ApiError
 from ..native import api_version, gemini_error, unauthorized
+from ..request_context import ClientGone
 from ..translate.sse import json_bytes
-from .base import ApiHandler, ClientGone, LoggedHandler, safe_flush
+from .base import ApiHandler, LoggedHandler, safe_flush
 
 
 class GeminiErrors:
@@ -84,13 +85,14 @@ class NativeCallHandler(GeminiErrors, LoggedHandler):
             raise ApiError(400, "The request body must be a JSON object.")
         native = self.kl.native
         stream = method == "streamGenerateContent"
-        trace = self.begin(stream)
+        ctx = self.begin(stream)
+        trace = ctx.trace
         await native.admit(model, method, self.client_ip, trace, api_version(self.request.path))
         try:
             if stream:
-                await self.cancellable(self._stream(model, trace))
+                await ctx.run(self._stream(model, trace))
             else:
-                self.write_json(await self.cancellable(native.call(model, method, self.raw_body, trace)))
+                self.write_json(await ctx.run(native.call(model, method, self.raw_body, trace)))
         except ClientGone:
             return
 

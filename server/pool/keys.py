@@ -200,13 +200,23 @@ class KeyPool:
         ms = key.models.get(model)
         return ms is None or ms.cooldown_until <= now
 
-    def pick(self, model: str, avoid: Iterable[str] = (), provider: str = "gemini") -> Key | None:
+    def pick(self, model: str, avoid: Iterable[str] = (), provider: str = "gemini",
+             prefer: str | None = None) -> Key | None:
         """The least-used key ready for `model` (not in `avoid`), reserved: its request is counted now,
-        so concurrent requests spread over keys and a daily limit cannot be overshot."""
+        so concurrent requests spread over keys and a daily limit cannot be overshot. `prefer`: a key's
+        fingerprint to take first when it is ready (the key that issued the thought signatures a request
+        carries back)."""
         self.check_day()
         now = self.clock.time()
         limit = self.limits.for_model(model, provider)
         rot = self._rotation(model, provider)
+        if prefer is not None and prefer not in avoid:
+            level = rot.level_of.get(prefer)
+            key = self._by_fp.get(prefer)
+            if key is not None and level is not None and (not limit or level < limit) and self._ready(key, model, now):
+                self.usage.add(key.fp, model, requests=1)
+                rot.put(key, level + 1)
+                return key
         for level, key in rot.ordered():
             if limit and level >= limit:
                 break  # this level and every one after it is at the daily limit

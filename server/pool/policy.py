@@ -28,6 +28,7 @@ from ..upstream.failures import (
     QuotaExceeded,
     RequestRejected,
     ServerError,
+    SignatureRefused,
     TokenLimitReached,
     Unreachable,
     UpstreamFailure,
@@ -69,6 +70,8 @@ POLICY: dict[type[UpstreamFailure], Verdict] = {
     EmptyReply:         Verdict(retry=True,  key=KeyEffect.NONE, empty=True),
     OutputBlocked:      Verdict(retry=True,  key=KeyEffect.NONE, empty=True),
     RequestRejected:    Verdict(retry=False, key=KeyEffect.NONE),
+    # a thought signature refused: once more, with Google's placeholder in place of every signature (dispatch)
+    SignatureRefused:   Verdict(retry=True,  key=KeyEffect.NONE, limit=2),
     ModelNotFound:      Verdict(retry=False, key=KeyEffect.NONE),
     LocationBlocked:    Verdict(retry=False, key=KeyEffect.NONE),
     PromptBlocked:      Verdict(retry=False, key=KeyEffect.NONE),

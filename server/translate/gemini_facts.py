@@ -12,6 +12,11 @@ Finish reasons (google.ai.generativelanguage v1beta `Candidate.FinishReason`, 20
                                          the reply went wrong: never reported as a finished answer
   FINISH_REASON_UNSPECIFIED             as good as none
 Any reason not known here is treated as one that went wrong (named in the error), never as "stop".
+
+Thought signatures refused: Gemini answers 400 INVALID_ARGUMENT when a thought signature in the history is
+not one it accepts ("Corrupted thought signature.", Vertex AI's "Unable to submit request because Thought
+signature is not valid", and "Function call is missing a thought_signature in functionCall parts" when one is
+missing; seen in google-gemini/gemini-cli#13467, decolua/9router#301, lbjlaq/Antigravity-Manager#733).
 """
 from __future__ import annotations
 
@@ -19,6 +24,16 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 FinishKind = Literal["none", "stop", "length", "filtered", "abnormal"]
+
+_SIGNATURE_WORDS = ("thought signature", "thought_signature", "thoughtsignature")
+
+
+def is_signature_refusal(status: int, message: str) -> bool:
+    """A 400 that refuses the thought signatures the request carries (another try with Google's placeholder
+    signature can succeed)."""
+    lower = message.lower()
+    return status == 400 and any(w in lower for w in _SIGNATURE_WORDS)
+
 
 FILTERED = frozenset({
     "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "LANGUAGE", "IMAGE_SAFETY",

@@ -16,6 +16,7 @@ from typing import Any
 
 import ujson
 
+from ..signatures import seal
 from .gemini_facts import finish_kind, image_of
 from .openai_to_gemini import make_tool_call_id
 
@@ -69,11 +70,12 @@ def image_markdown(mime: str, data: str) -> str:
     return f"![image](data:{mime};base64,{data})"
 
 
-def _split_parts(parts: Any, new_id: Callable[[], str], image_output: str = "both", text_before: bool = False
-                 ) -> tuple[list[str], list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+def _split_parts(parts: Any, new_id: Callable[[], str], image_output: str = "both", text_before: bool = False,
+                 key_fp: str | None = None) -> tuple[list[str], list[str], list[dict[str, Any]], list[dict[str, Any]]]:
     """→ (text pieces, thought pieces, tool calls without index, images as `image_url` objects). With
     `image_output` "markdown" or "both", images are also text pieces, where they came, set apart from the
-    text around them by a blank line (`text_before`: text came before these parts, in an earlier event)."""
+    text around them by a blank line (`text_before`: text came before these parts, in an earlier event).
+    A function call's thought signature rides in its id, sealed with `key_fp`, the key that answered."""
     texts: list[str] = []
     thoughts: list[str] = []
     calls: list[dict[str, Any]] = []
@@ -96,7 +98,7 @@ def _split_parts(parts: Any, new_id: Callable[[], str], image_output: str = "bot
         if "functionCall" in p and isinstance(p["functionCall"], dict):
             fc = p["functionCall"]
             calls.append({
-                "id": make_tool_call_id(new_id(), p.get("thoughtSignature"),
+                "id": make_tool_call_id(new_id(), _sealed(p.get("thoughtSignature"), key_fp),
                                         fc["id"] if isinstance(fc.get("id"), str) else None),
                 "type": "function",
                 "function": {"name": str(fc.get("name", "")),
@@ -111,6 +113,10 @@ def _split_parts(parts: Any, new_id: Callable[[], str], image_output: str = "bot
         elif isinstance(p.get("codeExecutionResult"), dict):
             texts.append(f"\n```\n{p['codeExecutionResult'].get('output', '')}\n```\n")
     return texts, thoughts, calls, images
+
+
+def _sealed(signature: Any, key_fp: str | None) -> str | None:
+    return seal(signature, key_fp) if isinstance(signature, str) and signature else None
 
 
 def grounding_sources(cand: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -143,8 +149,9 @@ def sources_text(sources: list[tuple[str, str]], offset: int) -> tuple[str, list
 
 
 def completion(reply: Mapping[str, Any], *, model: str, created: int,
-               new_id: Callable[[], str] = random_id, image_output: str = "both") -> dict[str, Any]:
-    """A whole Gemini reply → `chat.completion`."""
+               new_id: Callable[[], str] = random_id, image_output: str = "both",
+               key_fp: str | None = None) -> dict[str, Any]:
+    """A whole Gemini reply → `chat.completion`. `key_fp`: the key that answered (seals its signatures)."""
     choices = []
     citations: list[str] = []
     for pos, cand in enumerate(reply.get("candidates") or ()):
@@ -152,7 +159,7 @@ def completion(reply: Mapping[str, Any], *, model: str, created: int,
             continue
         content = cand.get("content")
         parts = content.get("parts") if isinstance(content, dict) else None
-        texts, thoughts, calls, images = _split_parts(parts, new_id, image_output)
+        texts, thoughts, calls, images = _split_parts(parts, new_id, image_output, key_fp=key_fp)
         message: dict[str, Any] = {"role": "assistant",
                                    "content": "".join(texts) if (texts or not calls) else None,
                                    "refusal": None}
@@ -203,6 +210,7 @@ class ChunkStream:
     def __init__(self, *, model: str, created: int, include_usage: bool = False,
                  new_id: Callable[[], str] = random_id, image_output: str = "both"):
         self.model = model
+        self.key_fp: str | None = None  # the key that answered, once known (seals thought signatures)
         self.image_output = image_output
         self.created = created
         self.include_usage = include_usage
@@ -238,7 +246,7 @@ class ChunkStream:
             content = cand.get("content")
             parts = content.get("parts") if isinstance(content, dict) else None
             texts, thoughts, calls, images = _split_parts(parts, self.new_id, self.image_output,
-                                                          self._chars.get(index, 0) > 0)
+                                                          self._chars.get(index, 0) > 0, self.key_fp)
             if index not in self._started:
                 self._started.add(index)
                 out.append(self._chunk([{"index": index, "delta": {"role": "assistant", "content": ""},

@@ -17,40 +17,27 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import ujson
 
+from .gemini_body import (  # noqa: F401 - DUMMY_SIGNATURE, SAFETY_CATEGORIES: re-exported for callers
+    DUMMY_SIGNATURE,
+    NO_EXTRAS,
+    SAFETY_CATEGORIES,
+    Extras,
+    TranslationError,
+    finish_body,
+    thinking_config,
+)
 from .schema import Budget, SchemaError, is_empty_object, to_gemini_schema
 from .traits import ModelTraits
 
-SAFETY_CATEGORIES = (
-    "HARM_CATEGORY_HARASSMENT",
-    "HARM_CATEGORY_HATE_SPEECH",
-    "HARM_CATEGORY_SEXUALLY_EXPLICIT",
-    "HARM_CATEGORY_DANGEROUS_CONTENT",
-    "HARM_CATEGORY_CIVIC_INTEGRITY",
-)
 MAX_STOP_SEQUENCES = 5
 MAX_CANDIDATES = 8
 THOUGHT_SEP = "__thought__"
 GEMINI_ID_SEP = "__id__"
-# Google's documented placeholder for function calls whose signature is unknown (history from elsewhere).
-DUMMY_SIGNATURE = "skip_thought_signature_validator"
-
-BUDGETS = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
-EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
-
-
-class TranslationError(ValueError):
-    """The request cannot be expressed for Gemini; becomes a 400 naming `param`."""
-
-    def __init__(self, message: str, param: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.param = param
 
 
 # -- tool call ids ------------------------------------------------------------------------------
@@ -427,34 +414,6 @@ def _stop(req: Mapping[str, Any]) -> list[str] | None:
     return stop or None
 
 
-def thinking_config(effort: Any, traits: ModelTraits) -> dict[str, Any] | None:
-    """reasoning_effort → thinkingConfig: a budget for 2.5, a level for 3.x, never both; None when the
-    model does not think (a thinking setting for such a model is dropped, not an error)."""
-    if not traits.thinks:
-        return None
-    if effort is None:
-        return {"includeThoughts": True}
-    if not isinstance(effort, str) or effort.lower() not in EFFORTS:
-        raise TranslationError(f"reasoning_effort must be one of {', '.join(EFFORTS)}", "reasoning_effort")
-    effort = effort.lower()
-    if traits.thinking_style == "level":
-        if effort in ("none", "minimal"):
-            level = "LOW" if traits.pro else "MINIMAL"
-        elif effort == "low":
-            level = "LOW"
-        elif effort == "medium":
-            level = "HIGH" if traits.pro else "MEDIUM"
-        else:
-            level = "HIGH"
-        return {"includeThoughts": True, "thinkingLevel": level}
-    if effort == "none":
-        if traits.can_disable_thinking:
-            return {"thinkingBudget": 0}
-        return {"includeThoughts": True, "thinkingBudget": 128}
-    budget = traits.max_budget if effort in ("xhigh", "max") else min(BUDGETS[effort], traits.max_budget)
-    return {"includeThoughts": True, "thinkingBudget": budget}
-
-
 def _response_format(req: Mapping[str, Any], config: dict[str, Any]) -> None:
     rf = req.get("response_format")
     if rf is None:
@@ -628,53 +587,9 @@ def tools_and_config(req: Mapping[str, Any]) -> tuple[list[dict[str, Any]] | Non
 
 # -- the whole request -------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Extras:
-    """What Keyloom adds to a request beyond the client's own fields (model suffixes and settings)."""
-
-    search_prompt: str | None = None  # a -search model: add the googleSearch tool and this text
-    thinking: str | None = None       # -nothinking / -max: "none" / "max", in place of reasoning_effort
-    show_thinking: bool = True        # SHOW_THINKING: ask for thought summaries
-    random_string: str | None = None  # RANDOM_STRING: a part of its own, outside the meaningful text
-    image_signatures: Callable[[str], str | None] | None = None  # signatures of images Gemini drew, by data
-
-
-def _add_random_part(body: dict[str, Any], contents: list[dict[str, Any]], text: str,
-                     traits: ModelTraits) -> None:
-    """A random part where it changes no meaning: its own part in the system instruction, else its own part
-    at the start of the first turn when that turn is not the last user turn, else a system instruction of
-    its own (models without system instructions then go without)."""
-    if "systemInstruction" in body:
-        body["systemInstruction"]["parts"].append({"text": text})
-    elif len(contents) > 1:
-        contents[0]["parts"].insert(0, {"text": text})
-    elif traits.system_instruction:
-        body["systemInstruction"] = {"parts": [{"text": text}]}
-
-
-def _add_search(body: dict[str, Any], contents: list[dict[str, Any]], prompt: str) -> None:
-    tools = body.setdefault("tools", [])
-    if not any("googleSearch" in t for t in tools):
-        tools.append({"googleSearch": {}})
-    if prompt:
-        for c in reversed(contents):
-            if c.get("role") == "user":
-                c["parts"].append({"text": prompt})
-                break
-
-
-def _thinking_shown(config: dict[str, Any], show: bool) -> None:
-    thinking = config.get("thinkingConfig")
-    if show or not isinstance(thinking, dict):
-        return
-    thinking.pop("includeThoughts", None)
-    if not thinking:
-        del config["thinkingConfig"]
-
-
 def build_request(req: Mapping[str, Any], traits: ModelTraits,
                   images: Mapping[str, tuple[str, str]] | None = None,
-                  extras: Extras = Extras()) -> dict[str, Any]:
+                  extras: Extras = NO_EXTRAS) -> dict[str, Any]:
     if extras.thinking is not None:
         req = {**req, "reasoning_effort": extras.thinking}
     system, contents = convert_messages(req.get("messages"), traits, images, extras.image_signatures)
@@ -686,13 +601,4 @@ def build_request(req: Mapping[str, Any], traits: ModelTraits,
         body["tools"] = tools
     if tool_config:
         body["toolConfig"] = tool_config
-    body["safetySettings"] = [{"category": c, "threshold": traits.safety_threshold} for c in SAFETY_CATEGORIES]
-    config = generation_config(req, traits)
-    _thinking_shown(config, extras.show_thinking)
-    if config:
-        body["generationConfig"] = config
-    if extras.search_prompt is not None:
-        _add_search(body, contents, extras.search_prompt)
-    if extras.random_string:
-        _add_random_part(body, contents, extras.random_string, traits)
-    return body
+    return finish_body(body, generation_config(req, traits), traits, extras)

@@ -16,7 +16,7 @@ from typing import Any
 import ujson
 
 from ..redact import snippet
-from ..translate.gemini_facts import abnormal_message, finish_kind, has_answer
+from ..translate.gemini_facts import abnormal_message, finish_kind, has_answer, is_signature_refusal
 
 
 @dataclass(eq=False)
@@ -104,6 +104,12 @@ class RequestRejected(UpstreamFailure):
     """4xx caused by the request itself: sending it again with another key would fail the same way."""
 
     google_status: str = ""
+
+
+@dataclass(eq=False)
+class SignatureRefused(RequestRejected):
+    """400: Gemini refused a thought signature in the history (issued to another key, or corrupted). Sent again
+    with the signatures replaced by Google's placeholder, the request can succeed (pool/policy.py)."""
 
 
 @dataclass(eq=False)
@@ -260,6 +266,8 @@ def _classify_error(status: int, body: bytes, redact: Callable[[str], str] = lam
         return ServerError(message, status)
     if status == 408:
         return UpstreamTimeout(message, status)
+    if is_signature_refusal(status, raw_message):
+        return SignatureRefused(message, status, google_status=google_status or "INVALID_ARGUMENT")
     if 400 <= status < 500:
         return RequestRejected(message, status, google_status=google_status or "INVALID_ARGUMENT")
     return BadResponse(message, status)
