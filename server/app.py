@@ -38,10 +38,12 @@ from .handlers.base import SMALL_BODY, NotFoundHandler
 from .handlers.chat import ChatCompletionsHandler
 from .handlers.embeddings import EmbeddingsHandler
 from .handlers.health import HealthHandler
+from .handlers.messages import CountTokensHandler, MessagesHandler
 from .handlers.models import ModelHandler, ModelsHandler
 from .handlers.native import NativeCallHandler, NativeModelsHandler
 from .handlers.pages import IndexHandler, OpenApiHandler
 from .handlers.playground import PLAYGROUND_ROUTES
+from .handlers.responses import ResponsesHandler, StoredResponseHandler
 from .keepalive import KeepaliveTicker
 from .limits import ClientAddresses, ClientLimits, ClientSlots, client_key, proxy_hops
 from .native import NativeService
@@ -61,6 +63,7 @@ from .store.db import DB_FILE, Database, DatabaseUnusable, explain
 from .store.flush import Flusher
 from .store.lock import DataDirLock
 from .store.requestlog import RequestLog
+from .stored_responses import StoredResponses
 from .throttle import CredentialThrottle
 from .upstream.gemini import GeminiClient
 from .upstream.http import HttpClient
@@ -128,6 +131,10 @@ API_ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     # Tornado tries these in order: the busiest first, each route costs every later request a regex.
     (r"/(?:v1/)?chat/completions/?", ChatCompletionsHandler),
     (r"/(?:v1/)?embeddings/?", EmbeddingsHandler),
+    (r"/(?:v1/)?responses/?", ResponsesHandler),
+    (r"/(?:v1/)?messages/?", MessagesHandler),
+    (r"/(?:v1/)?messages/count_tokens/?", CountTokensHandler),
+    (r"/(?:v1/)?responses/([^/]+)/?", StoredResponseHandler),
     (r"/(?:gemini/)?v1(?:beta)?/models/([^/:]+):([A-Za-z]+)", NativeCallHandler),  # before /v1/models/{id}
     (r"/(?:v1/)?models/?", ModelsHandler),
     (r"/(?:v1/)?models/(.+?)/?", ModelHandler),
@@ -211,6 +218,7 @@ class Keyloom:
                                       lambda: self.settings.ADMIN_SESSION_HOURS, table="chat_session",
                                       secret_name="chat_session_secret")
         self.conversations = Conversations(self.db, self.clock, get_settings)
+        self.responses = StoredResponses(self.db, self.clock, get_settings)
         self.renderer = Renderer()  # its worker process starts on the first render, not here
         self.web = WebApp(self, routes(settings.DASHBOARD_PATH), default_handler_class=NotFoundHandler,
                           log_function=self._log_request,
@@ -307,6 +315,7 @@ class Keyloom:
                 await self.chat_sessions.load()
                 await self.flusher.load()
                 await self.conversations.load()
+                await self.responses.load()
             except sqlite3.Error as e:
                 raise DatabaseUnusable(explain(e, self.db.path)) from None
         except BaseException:
@@ -377,6 +386,7 @@ class Keyloom:
         try:
             await self.admin.tests.stop()
             await self.dispatcher.close()
+            await self.responses.drain()
             try:
                 await self.flusher.stop()
             except Exception:

@@ -43,16 +43,18 @@ def load_or_create_password(configured: str, data_dir: Path, name: str = PASSWOR
 
 
 def presented_credentials(request: HTTPServerRequest) -> list[str]:
-    """What the client offers as its key: Bearer token, x-goog-api-key header, or ?key= (hajimi's ways)."""
+    """What the client offers as its key: Bearer token, x-goog-api-key header, ?key= (hajimi's ways), or
+    x-api-key (Anthropic's clients: Claude Code with ANTHROPIC_API_KEY)."""
     found = []
     auth = request.headers.get("Authorization")
     if auth:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             found.append(token.strip())
-    goog = request.headers.get("x-goog-api-key")
-    if goog:
-        found.append(goog.strip())
+    for header in ("x-goog-api-key", "x-api-key"):
+        value = request.headers.get(header)
+        if value:
+            found.append(value.strip())
     key = request.query_arguments.get("key")
     if key:
         found.append(key[-1].decode("utf-8", "replace").strip())

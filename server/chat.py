@@ -1,22 +1,25 @@
-"""The chat completion service: validate and translate a request, dispatch it, translate the answer.
+"""The generation service: validate and translate a request of any dialect, dispatch it, shape the answer.
 
-Handlers call `prepare`, then either `complete` (one JSON answer) or `events`
-(SSE bytes). Fake streaming and real streaming differ only in where the Gemini
-events come from; the chunking and framing are the same.
+Handlers call `prepare` with their dialect (server/dialects.py), then either `answer` (the Gemini reply, which
+the handler shapes; `complete` does it for Chat Completions) or `events` with the dialect's stream shaper (SSE
+bytes). Fake streaming and real streaming differ only in where the Gemini events come from; the shaping and
+framing are the same.
 """
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import ujson
 
+from .aliases import served_model
 from .catalog import ModelCatalog, Variant, model_id, split_variant, valid_model_id
 from .clock import Clock
+from .dialects import CHAT, Dialect, Shaper
 from .dispatch import Dispatcher, Trace
-from .errors import ApiError, bad_request, model_not_found
+from .errors import bad_request, model_not_found
 from .images import fetch_images
 from .limits import ClientLimits
 from .pool.policy import DispatchError, client_error
@@ -25,7 +28,7 @@ from .reuse import Reuse, request_key
 from .settings import Settings
 from .signatures import ImageSignatures, unseal_body
 from .translate import gemini_to_openai as g2o
-from .translate.openai_to_gemini import Extras, TranslationError, build_request, remote_image_urls
+from .translate.gemini_body import Extras, TranslationError
 from .translate.sse import DONE, frames
 from .upstream.http import HttpClient
 
@@ -58,6 +61,7 @@ class ChatPlan:
     cached: dict[str, Any] | None = None  # taken from the cache for this request
     dispatcher: Any = None     # the Gemini API's, or Vertex AI's
     prefer: str | None = None  # the key that issued the thought signatures the request carries back
+    dialect: Dialect = CHAT    # the API the client speaks
 
     def __post_init__(self) -> None:
         self.upstream = self.upstream or self.model
@@ -81,7 +85,7 @@ class ChatService:
         self.clock = clock
 
     async def prepare(self, req: Any, client_ip: str, ctx: RequestContext, raw: bytes = b"",
-                      route: Any = None) -> ChatPlan:
+                      route: Any = None, dialect: Dialect = CHAT) -> ChatPlan:
         """Validate and translate; count the request against the client's limits (refusing it when over).
         `route`: a Vertex AI route (the router's), else the Gemini API."""
         trace = ctx.trace
@@ -93,12 +97,15 @@ class ChatService:
         model = model_id(model.strip())
         if not valid_model_id(model):
             raise bad_request("model is not a valid model id", "model")
+        served = self.served(model)
+        if served != model:
+            trace.asked = model
         if route is not None:
             variant = Variant(route.upstream)
         else:
-            variant = split_variant(model)
-            if not await self.catalog.knows(model, variant):
-                raise model_not_found(model)
+            variant = split_variant(served)
+            if not await self.catalog.knows(served, variant):
+                raise model_not_found(model if served == model else f"{served} (MODEL_ALIASES: {model})")
         stream = req.get("stream", False)
         if stream is None:
             stream = False
@@ -106,21 +113,21 @@ class ChatService:
             raise bad_request("stream must be a boolean", "stream")
         options = req.get("stream_options")
         include_usage = bool(isinstance(options, dict) and options.get("include_usage") is True)
-        messages = req.get("messages")
+        turns = req.get(dialect.turns)
         limit = self.settings().MAX_MESSAGES
-        if isinstance(messages, list) and len(messages) > limit:
-            raise bad_request(f"messages holds {len(messages)} messages; at most {limit} are accepted "
-                              "(MAX_MESSAGES)", "messages")
+        if isinstance(turns, list) and len(turns) > limit:
+            raise bad_request(f"{dialect.turns} holds {len(turns)} items; at most {limit} are accepted "
+                              "(MAX_MESSAGES)", dialect.turns)
         s = self.settings()
         trace.model = variant.base
         traits = self.catalog.traits(variant.base)
         marker = random_string(s.RANDOM_STRING_LENGTH) if s.RANDOM_STRING else None
         extras = Extras(search_prompt=s.SEARCH_PROMPT if variant.search else None, thinking=variant.thinking,
                         show_thinking=s.SHOW_THINKING, random_string=marker, image_signatures=self.signatures)
-        urls = remote_image_urls(req)
+        urls = dialect.image_urls(req)
         # Translate (and so validate) before the request counts against the client's limits; remote
         # images are fetched only after that, then translated for real.
-        body = self._translate(req, traits, {u: ("image/png", "") for u in urls}, extras)
+        body = self._translate(dialect, req, traits, {u: ("image/png", "") for u in urls}, extras)
         prefer = unseal_body(body)
         encoded = self._encode(body)
         refused = self.limits.admit(client_ip)
@@ -132,12 +139,13 @@ class ChatService:
                                         total_bytes=int(s.IMAGE_FETCH_TOTAL_MB * 1024 * 1024),
                                         max_bytes=int(s.IMAGE_FETCH_MAX_MB * 1024 * 1024),
                                         timeout=s.IMAGE_FETCH_TIMEOUT, allow_private=s.IMAGE_FETCH_ALLOW_PRIVATE)
-            body = self._translate(req, traits, images, extras)
+            body = self._translate(dialect, req, traits, images, extras)
             unseal_body(body)
             encoded = self._encode(body)
         plan = ChatPlan(model, stream, include_usage, encoded, ctx, stream and s.FAKE_STREAMING,
                         upstream=variant.base, reuse_key=request_key(model, raw) if raw else "", marker=marker,
-                        dispatcher=route.dispatcher if route is not None else self.dispatcher, prefer=prefer)
+                        dispatcher=route.dispatcher if route is not None else self.dispatcher, prefer=prefer,
+                        dialect=dialect)
         if plan.reuse_key and (not stream or plan.fake_stream) and (s.INFLIGHT_SHARING or self.reuse.caching()):
             plan.cached = self.reuse.take(plan.reuse_key)
             plan.how = "cache" if plan.cached is not None else self.reuse.how(plan.reuse_key)
@@ -147,6 +155,12 @@ class ChatService:
         else:
             plan.reuse_key = ""  # a real stream is neither shared nor cached; nor anything with both off
         return plan
+
+    def served(self, model: Any) -> Any:
+        """The model that serves a requested id (MODEL_ALIASES), or the id itself; anything else as it is."""
+        if not isinstance(model, str):
+            return model
+        return served_model(model_id(model.strip()), self.settings().MODEL_ALIASES) or model
 
     @staticmethod
     def _encode(body: dict[str, Any]) -> bytes:
@@ -159,10 +173,10 @@ class ChatService:
             raise bad_request("The request nests values too deeply to pass on.") from None
 
     @staticmethod
-    def _translate(req: dict[str, Any], traits: Any, images: dict[str, tuple[str, str]],
+    def _translate(dialect: Dialect, req: dict[str, Any], traits: Any, images: dict[str, tuple[str, str]],
                    extras: Extras) -> dict[str, Any]:
         try:
-            return build_request(req, traits, images, extras)
+            return dialect.translate(req, traits, images, extras)
         except TranslationError as e:
             raise bad_request(e.message, e.param) from None
 
@@ -186,12 +200,23 @@ class ChatService:
         reply, plan.how = await self.reuse.answer(plan.reuse_key, lambda: self._dispatch(plan), plan.ctx)
         return reply
 
-    async def complete(self, plan: ChatPlan) -> dict[str, Any]:
+    async def answer(self, plan: ChatPlan) -> tuple[dict[str, Any], str | None]:
+        """The whole Gemini reply, and the fingerprint of the key that gave it (None: cache or shared)."""
         reply = await self._generate(plan)
         fp = self._answered_by(plan)
         self.signatures.remember(reply, fp)
+        return reply, fp
+
+    async def complete(self, plan: ChatPlan) -> dict[str, Any]:
+        """A Chat Completions answer."""
+        reply, fp = await self.answer(plan)
         return g2o.completion(reply, model=plan.model, created=int(self.clock.time()),
                               image_output=self.settings().IMAGE_OUTPUT.lower(), key_fp=fp)
+
+    def chat_shaper(self, plan: ChatPlan) -> ChatShaper:
+        return ChatShaper(g2o.ChunkStream(model=plan.model, created=int(self.clock.time()),
+                                          include_usage=plan.include_usage,
+                                          image_output=self.settings().IMAGE_OUTPUT.lower()))
 
     @staticmethod
     def _answered_by(plan: ChatPlan) -> str | None:
@@ -199,27 +224,47 @@ class ChatService:
         (its signatures go out unsealed; should Gemini refuse them later, the placeholder retry covers it)."""
         return plan.trace.key_fp if plan.how == "upstream" else None
 
-    async def events(self, plan: ChatPlan) -> AsyncGenerator[bytes, None]:
-        """SSE bytes: chunks as they are ready, then `[DONE]`. Raises ApiError on failure."""
-        chunks = g2o.ChunkStream(model=plan.model, created=int(self.clock.time()),
-                                 include_usage=plan.include_usage,
-                                 image_output=self.settings().IMAGE_OUTPUT.lower())
+    async def events(self, plan: ChatPlan, shaper: Shaper) -> AsyncGenerator[bytes, None]:
+        """SSE bytes in the shaper's dialect, as they are ready. Raises ApiError on failure (nothing of the
+        shaper's end has gone out then)."""
         if plan.fake_stream:
             reply = await self._generate(plan)
-            chunks.key_fp = self._answered_by(plan)
-            self.signatures.remember(reply, chunks.key_fp)
-            yield frames(chunks.feed(reply) + chunks.finish()) + DONE
+            shaper.key_fp = self._answered_by(plan)
+            self.signatures.remember(reply, shaper.key_fp)
+            yield shaper.feed(reply) + shaper.finish()
             return
         try:
             async for event in plan.dispatcher.stream(plan.upstream, plan.body, plan.trace, plan.prefer):
-                chunks.key_fp = plan.trace.key_fp
-                self.signatures.remember(event, chunks.key_fp)
-                out = chunks.feed(_unmarked(event, plan.marker))
+                shaper.key_fp = plan.trace.key_fp
+                self.signatures.remember(event, shaper.key_fp)
+                out = shaper.feed(_unmarked(event, plan.marker))
                 if out:
-                    yield frames(out)
+                    yield out
         except DispatchError as e:
             raise client_error(e) from None
-        yield frames(chunks.finish()) + DONE
+        yield shaper.finish()
+
+
+class ChatShaper:
+    """Chat Completions chunks (`data: {…}` lines, then `data: [DONE]`)."""
+
+    def __init__(self, chunks: g2o.ChunkStream):
+        self.chunks = chunks
+
+    @property
+    def key_fp(self) -> str | None:
+        return self.chunks.key_fp
+
+    @key_fp.setter
+    def key_fp(self, fp: str | None) -> None:
+        self.chunks.key_fp = fp
+
+    def feed(self, event: Mapping[str, Any]) -> bytes:
+        out = self.chunks.feed(event)
+        return frames(out) if out else b""
+
+    def finish(self) -> bytes:
+        return frames(self.chunks.finish()) + DONE
 
 
 def _unmarked(reply: dict[str, Any], marker: str | None) -> dict[str, Any]:
@@ -233,6 +278,3 @@ def _unmarked(reply: dict[str, Any], marker: str | None) -> dict[str, Any]:
                 p["text"] = p["text"].replace(marker, "")
     return reply
 
-
-def stream_error_frame(err: ApiError) -> bytes:
-    return frames([err.body()])

@@ -50,6 +50,7 @@ class Trace:
     """What happened to one client request, for the request log."""
 
     model: str = ""
+    asked: str = ""  # the model id the client asked for, when an alias (MODEL_ALIASES) served another
     key_fp: str | None = None
     attempts: int = 0
     prompt_tokens: int = 0

@@ -157,6 +157,32 @@ CONVERSATION = {"allOf": [CONVERSATION_WRITE, {"type": "object", "required": ["i
 _CID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}]
 
 
+_ANTHROPIC_ERROR = {"description": "An error, in Anthropic's shape", "content": {"application/json": {"schema": {
+    "type": "object", "required": ["type", "error"], "properties": {
+        "type": {"const": "error"}, "error": {"type": "object", "required": ["type", "message"], "properties": {
+            "type": {"type": "string"}, "message": {"type": "string"}}}}}}}}
+
+
+def _anthropic_errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): _ANTHROPIC_ERROR for s in statuses}
+
+
+_RESPONSES_BODY = {"type": "object", "required": ["model"], "properties": {
+    "model": {"type": "string"},
+    "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+    "instructions": {"type": "string"}, "stream": {"type": "boolean"}, "store": {"type": "boolean"},
+    "previous_response_id": {"type": "string"}, "tools": {"type": "array", "items": {"type": "object"}},
+    "max_output_tokens": {"type": "integer", "minimum": 1}}}
+_MESSAGES_BODY = {"type": "object", "required": ["model", "messages"], "properties": {
+    "model": {"type": "string"}, "max_tokens": {"type": "integer", "minimum": 1},
+    "messages": {"type": "array", "items": {"type": "object", "required": ["role", "content"], "properties": {
+        "role": {"type": "string", "enum": ["user", "assistant"]},
+        "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]}}}},
+    "system": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+    "stream": {"type": "boolean"}, "tools": {"type": "array", "items": {"type": "object"}}}}
+_RID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
 def _json(ref: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
 
@@ -189,6 +215,39 @@ def document() -> dict[str, Any]:
                                                                                  "ChatCompletion"}},
                                         "text/event-stream": {"schema": {"type": "string"}}}},
                     **_errors(400, 401, 404, 413, 429, 502, 503, 504)}}},
+            "/v1/responses": {"post": {
+                "operationId": "createResponse",
+                "summary": "OpenAI Responses API (Codex CLI, the Agents SDK): a response, whole or streamed",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _RESPONSES_BODY}}},
+                "responses": {
+                    "200": {"description": "The Response object, or its typed event stream when stream is true",
+                            "content": {"application/json": {"schema": {"type": "object"}},
+                                        "text/event-stream": {"schema": {"type": "string"}}}},
+                    **_errors(400, 401, 404, 413, 429, 502, 503, 504)}}},
+            "/v1/responses/{id}": {
+                "parameters": _RID,
+                "get": {"operationId": "getResponse", "summary": "A stored response (store was not false)",
+                        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
+                            "type": "object"}}}}, **_errors(401, 404)}},
+                "delete": {"operationId": "deleteResponse",
+                           "responses": {"200": {"description": "Deleted", "content": {"application/json": {
+                               "schema": {"type": "object"}}}}, **_errors(401, 404)}}},
+            "/v1/messages": {"post": {
+                "operationId": "createMessage",
+                "summary": "Anthropic Messages API (Claude Code): a message, whole or streamed; x-api-key works too",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _MESSAGES_BODY}}},
+                "responses": {
+                    "200": {"description": "The message, or its event stream when stream is true",
+                            "content": {"application/json": {"schema": {"type": "object"}},
+                                        "text/event-stream": {"schema": {"type": "string"}}}},
+                    **_anthropic_errors(400, 401, 403, 404, 413, 429, 500, 504, 529)}}},
+            "/v1/messages/count_tokens": {"post": {
+                "operationId": "countMessageTokens", "summary": "Tokens a message request would take (free)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _MESSAGES_BODY}}},
+                "responses": {
+                    "200": {"description": "OK", "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["input_tokens"]}}}},
+                    **_anthropic_errors(400, 401, 403, 404, 413, 429, 500, 504, 529)}}},
             "/v1/embeddings": {"post": {
                 "operationId": "createEmbedding",
                 "summary": "Embeddings of one text or a list of texts (Gemini embedding models)",

@@ -52,6 +52,9 @@ class SettingFields:
     REQUEST_LOG_MAX_ROWS: int
     MAX_CONVERSATIONS: int
     MAX_CONVERSATIONS_MB: float
+    RESPONSES_STORE_DAYS: float
+    RESPONSES_STORE_MB: float
+    MODEL_ALIASES: dict[str, str]
     UVLOOP: bool
     EXTRA_MODELS: list[str]
     MAX_MESSAGES: int

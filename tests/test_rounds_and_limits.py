@@ -44,13 +44,22 @@ def test_width_2_asks_two_keys_at_once_and_cancels_the_loser(start_keyloom, fake
 
 
 def test_a_failed_round_widens_the_next(start_keyloom, fake):
-    kl = start_keyloom(CONCURRENT_REQUESTS="1", INCREASE_CONCURRENT_ON_FAILURE="1", MAX_CONCURRENT_REQUESTS="3")
+    clock = ManualClock()  # key rests (1 s after a first 5xx) end when the test says, not when a busy machine does
+    kl = start_keyloom(clock=clock, CONCURRENT_REQUESTS="1", INCREASE_CONCURRENT_ON_FAILURE="1",
+                       MAX_CONCURRENT_REQUESTS="3")
     round2 = threading.Event()
     fake.script.extend([Reply(status=500), Reply(gate=round2, status=500), Reply(gate=round2, status=500),
                         Reply(body=text_reply("third round"))])
-    released = threading.Thread(target=lambda: wait_for(lambda: len(fake.generate_calls()) == 3, 30) and round2.set(),
-                                daemon=True)
-    released.start()  # round 2's answers wait until both of its calls have arrived: they were asked at once
+
+    def release_round_2() -> None:
+        # round 2's answers wait until both of its calls have arrived (they were asked at once); by then the key
+        # of round 1 has rested its second, while round 2's keys start resting only when their 500s come
+        if wait_for(lambda: len(fake.generate_calls()) == 3, 30):
+            clock.advance(1.5)
+            round2.set()
+
+    released = threading.Thread(target=release_round_2, daemon=True)
+    released.start()
     r = kl.client().chat.completions.create(model="gemini-2.0-flash", messages=HELLO)
     assert r.choices[0].message.content == "third round"
     assert round2.is_set()

@@ -119,7 +119,8 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
         self.set_header("Access-Control-Allow-Headers",
                         self.request.headers.get("Access-Control-Request-Headers",
-                                                 "Authorization, Content-Type, x-goog-api-key"))
+                                                 "Authorization, Content-Type, x-goog-api-key, x-api-key, "
+                                                                 "anthropic-version, anthropic-beta"))
         self.set_header("Access-Control-Max-Age", "86400")
         self.set_status(204)
         self.finish()
@@ -138,12 +139,18 @@ class BaseHandler(tornado.web.RequestHandler):
     def logical_status(self) -> int:
         return self.error_status or self.get_status()
 
+    def shape_error(self, err: ApiError) -> tuple[int, dict[str, Any]]:
+        """(status, body) of an error in the shape of the API this route speaks: OpenAI's here."""
+        return err.status, err.body()
+
     def write_api_error(self, err: ApiError) -> None:
         self.note_error(err)
         self.clear()  # drops headers set so far and re-applies the default (CORS) ones
         for k, v in err.headers.items():
             self.set_header(k, v)
-        self.write_json(err.body(), err.status)
+        status, body = self.shape_error(err)
+        self.error_status = status
+        self.write_json(body, status)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -351,7 +358,8 @@ class LoggedHandler(JsonBodyHandler):
         trace = self.ctx.trace
         r = self.request
         self.kl.request_log.add(RequestRow(
-            ts=self.kl.clock.time() - r.request_time(), model=trace.model or None, key_fp=trace.key_fp,
+            ts=self.kl.clock.time() - r.request_time(), key_fp=trace.key_fp,
+            model=f"{trace.asked} → {trace.model}" if trace.asked and trace.model else trace.model or None,
             attempts=trace.attempts, status=CLIENT_CLOSED if self.ctx.client_gone and not self.error_status
             else self.logical_status(), latency_ms=1000.0 * r.request_time(),
             prompt_tokens=trace.prompt_tokens, completion_tokens=trace.completion_tokens, client_ip=self.client_ip,

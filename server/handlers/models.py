@@ -1,6 +1,7 @@
 """GET /v1/models and /v1/models/{id} in the OpenAI ListModelsResponse / Model shapes."""
 from __future__ import annotations
 
+from ..aliases import listed_aliases
 from ..catalog import model_id
 from ..errors import bad_request, model_not_found
 from .base import ApiHandler
@@ -11,6 +12,12 @@ def _model(handler: ApiHandler, mid: str) -> dict:
     provider = handler.kl.router.provider_of(mid)
     return {"id": mid, "object": "model", "created": handler.kl.catalog.created(mid),
             "owned_by": "google" if provider in ("gemini", "vertex") else provider}
+
+
+def _alias(handler: ApiHandler, name: str, target: str) -> dict:
+    """An alias (MODEL_ALIASES) as a model a picker can show: its owner names the model that serves it."""
+    return {"id": name, "object": "model", "created": handler.kl.catalog.created(target),
+            "owned_by": f"keyloom alias of {target}"}
 
 
 class _Shared(GeminiErrors, ApiHandler):
@@ -33,7 +40,10 @@ class ModelsHandler(_Shared):
             raise bad_request("type must be chat, embedding or all", "type")
         ids = (self.kl.router.chat_models() if kind != "embedding" else []) + \
               (catalog.embedding_models() if kind != "chat" else [])
-        self.write_json({"object": "list", "data": [_model(self, m) for m in ids]})
+        data = [_model(self, m) for m in ids]
+        if kind != "embedding":
+            data += [_alias(self, name, target) for name, target in listed_aliases(self.kl.settings.MODEL_ALIASES)]
+        self.write_json({"object": "list", "data": data})
 
 
 class ModelHandler(_Shared):
@@ -42,6 +52,10 @@ class ModelHandler(_Shared):
         if wants_gemini(self):
             return NativeModelsHandler.write_models(self, model_id(name))  # type: ignore[arg-type]
         mid = model_id(name)
+        target = self.kl.settings.MODEL_ALIASES.get(mid)
+        if target is not None:
+            self.write_json(_alias(self, mid, target))
+            return
         if not (self.kl.catalog.listed(mid) or self.kl.router.resolve(mid) is not None):
             raise model_not_found(mid)
         self.write_json(_model(self, mid))

@@ -87,6 +87,9 @@ class NativeCallHandler(GeminiErrors, LoggedHandler):
         stream = method == "streamGenerateContent"
         ctx = self.begin(stream)
         trace = ctx.trace
+        served = self.kl.chat.served(model)  # MODEL_ALIASES apply on every route
+        if served != model:
+            trace.asked, model = model, served
         await native.admit(model, method, self.client_ip, trace, api_version(self.request.path))
         try:
             if stream:

@@ -58,6 +58,38 @@ class Extras:
 NO_EXTRAS = Extras()
 
 
+def request_body(system: list[dict[str, Any]], contents: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
+                 tool_config: dict[str, Any] | None) -> dict[str, Any]:
+    """The GenerateContentRequest's contents, system instruction and tools, each only when there is one."""
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": system}
+    if tools:
+        body["tools"] = tools
+    if tool_config:
+        body["toolConfig"] = tool_config
+    return body
+
+
+def place_system(system: list[dict[str, Any]], contents: list[dict[str, Any]], traits: ModelTraits,
+                 field: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """→ (systemInstruction parts, contents) as the model takes them: a model without system instructions
+    (Gemma) gets the system text at the start of the first user turn; a request of only system text becomes
+    the user's turn (Gemini needs one). Nothing at all is refused, naming the dialect's `field`."""
+    if system and not traits.system_instruction:
+        text = "\n\n".join(p["text"] for p in system)
+        if contents and contents[0]["role"] == "user":
+            contents[0]["parts"].insert(0, {"text": text})
+        else:
+            contents.insert(0, {"role": "user", "parts": [{"text": text}]})
+        system = []
+    if not contents:
+        if not system:
+            raise TranslationError(f"{field} holds no content to send", field)
+        contents, system = [{"role": "user", "parts": system}], []
+    return system, contents
+
+
 def thinking_config(effort: Any, traits: ModelTraits, param: str = "reasoning_effort") -> dict[str, Any] | None:
     """An effort (none … max) → thinkingConfig: a budget for 2.5, a level for 3.x, never both; None when the
     model does not think (a thinking setting for such a model is dropped, not an error). No effort: the

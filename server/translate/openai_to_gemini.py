@@ -29,6 +29,8 @@ from .gemini_body import (  # noqa: F401 - DUMMY_SIGNATURE, SAFETY_CATEGORIES: r
     Extras,
     TranslationError,
     finish_body,
+    place_system,
+    request_body,
     thinking_config,
 )
 from .schema import Budget, SchemaError, is_empty_object, to_gemini_schema
@@ -359,20 +361,7 @@ def convert_messages(messages: Any, traits: ModelTraits,
             raise TranslationError(f"{where}.role must be one of system, developer, user, assistant, tool",
                                    f"{where}.role")
 
-    if system and not traits.system_instruction:
-        text = "\n\n".join(p["text"] for p in system)
-        if contents and contents[0]["role"] == "user":
-            contents[0]["parts"].insert(0, {"text": text})
-        else:
-            contents.insert(0, {"role": "user", "parts": [{"text": text}]})
-        system = []
-    if not contents:
-        if not system:
-            raise TranslationError("messages hold no content to send", "messages")
-        # Only system text: Gemini needs at least one turn, so the text becomes the user's turn.
-        contents = [{"role": "user", "parts": system}]
-        system = []
-    return system, contents
+    return place_system(system, contents, traits, "messages")
 
 
 # -- parameters --------------------------------------------------------------------------------
@@ -593,12 +582,5 @@ def build_request(req: Mapping[str, Any], traits: ModelTraits,
     if extras.thinking is not None:
         req = {**req, "reasoning_effort": extras.thinking}
     system, contents = convert_messages(req.get("messages"), traits, images, extras.image_signatures)
-    body: dict[str, Any] = {"contents": contents}
-    if system:
-        body["systemInstruction"] = {"parts": system}
-    tools, tool_config = tools_and_config(req)
-    if tools:
-        body["tools"] = tools
-    if tool_config:
-        body["toolConfig"] = tool_config
+    body = request_body(system, contents, *tools_and_config(req))
     return finish_body(body, generation_config(req, traits), traits, extras)
