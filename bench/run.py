@@ -126,6 +126,39 @@ def non_streaming(plan: Plan, fake_port: int, kl_pid: int, kl_port: int) -> list
     return rows
 
 
+# The same answer through each API a client can speak: what translation and framing cost per request.
+DIALECTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "chat": ("/v1/chat/completions", {"messages": HELLO}),
+    "responses": ("/v1/responses", {"input": "hello", "store": False}),
+    "messages": ("/v1/messages", {"max_tokens": 1000, "messages": HELLO}),
+}
+
+
+def dialects(plan: Plan, kl_pid: int, kl_port: int, real_pid: int, real_port: int) -> list[dict[str, Any]]:
+    """Keyloom's CPU per request for each API, non-streaming (fake streaming's Keyloom) and with a real stream
+    of 50 events (the other Keyloom), at concurrency 16; each route warmed up first, then measured."""
+    rows = []
+    n = plan.requests[16]
+    for stream, pid, port, model in ((False, kl_pid, kl_port, "gemini-2.0-flash"),
+                                     (True, real_pid, real_port, STREAM_MODEL)):
+        count = n if not stream else max(50, n // 5)
+        for name, (path, extra) in DIALECTS.items():
+            body = {"model": model, **extra, "stream": stream}
+            load("closed_loop", port=port, path=path, body=body, headers=AUTH, concurrency=16,
+                 count=max(50, count // 10))
+            cpu0 = cpu_seconds(pid)
+            r = load("closed_loop", port=port, path=path, body=body, headers=AUTH, concurrency=16, count=count)
+            cpu = cpu_seconds(pid) - cpu0
+            rows.append({"api": name, "stream": stream, "requests": count, "errors": r["errors"],
+                         "rps": round(len(r["latencies"]) / r["seconds"], 1),
+                         "p50_ms": ms(percentile(r["latencies"], .5)),
+                         "cpu_ms_per_request": round(cpu / max(1, len(r["latencies"])) * 1000, 3)})
+    for row in rows:
+        chat = next(x for x in rows if x["api"] == "chat" and x["stream"] == row["stream"])
+        row["cpu_vs_chat"] = round(row["cpu_ms_per_request"] / chat["cpu_ms_per_request"], 3)
+    return rows
+
+
 STREAM_MODEL = "bench-words-500-pieces-50"
 HOLD_WORDS = 20
 
@@ -234,6 +267,12 @@ def markdown(r: dict[str, Any]) -> str:
             f"{h['max_keepalive_gap_s']} s ({h['keepalive_gap_p99_s']} s) | {h['max_gap_over_interval']} | "
             f"{h['first_byte_p50_s']} / {h['first_byte_p99_s']} / {h['max_first_byte_s']} s | "
             f"{h['whole_answers']}/{h['clients']} | {h['errors']} |"]
+    out += ["", "## The same answer through each API (concurrency 16)", "",
+            "| API | stream | requests | rps | p50 ms | Keyloom CPU ms/request | CPU vs chat | errors |",
+            "|---|---|---|---|---|---|---|---|"]
+    for x in r.get("dialects", []):
+        out.append(f"| {x['api']} | {'real, 50 events' if x['stream'] else 'no'} | {x['requests']} | {x['rps']} | "
+                   f"{x['p50_ms']:.2f} | {x['cpu_ms_per_request']:.3f} | {x['cpu_vs_chat']:.2f} | {x['errors']} |")
     k = r["soak"]
     out += ["", f"## Soak: {k['requests']:,} mixed requests", "",
             "| RSS before → after | open fds before → after | statuses | seconds |", "|---|---|---|---|",
@@ -268,6 +307,8 @@ def main() -> None:
             result["non_streaming"] = non_streaming(plan, fake_port, kl.pid, kl_port)
             print("real streaming…", flush=True)
             result["streaming"] = streaming(plan, fake_port, real_port)
+            print("each API…", flush=True)
+            result["dialects"] = dialects(plan, kl.pid, kl_port, real.pid, real_port)
             print("soak…", flush=True)
             result["soak"] = soak(plan, kl.pid, kl_port)
             print("fake streaming hold…", flush=True)

@@ -38,6 +38,7 @@ from .handlers.base import SMALL_BODY, NotFoundHandler
 from .handlers.chat import ChatCompletionsHandler
 from .handlers.embeddings import EmbeddingsHandler
 from .handlers.health import HealthHandler
+from .handlers.media import ImageEditsHandler, ImagesHandler, SpeechHandler
 from .handlers.messages import CountTokensHandler, MessagesHandler
 from .handlers.models import ModelHandler, ModelsHandler
 from .handlers.native import NativeCallHandler, NativeModelsHandler
@@ -46,6 +47,7 @@ from .handlers.playground import PLAYGROUND_ROUTES
 from .handlers.responses import ResponsesHandler, StoredResponseHandler
 from .keepalive import KeepaliveTicker
 from .limits import ClientAddresses, ClientLimits, ClientSlots, client_key, proxy_hops
+from .media import MediaService
 from .native import NativeService
 from .pool.keys import KeyPool
 from .pool.quota import DailyLimits, MemoryUsage, QuotaDay
@@ -135,6 +137,9 @@ API_ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     (r"/(?:v1/)?messages/?", MessagesHandler),
     (r"/(?:v1/)?messages/count_tokens/?", CountTokensHandler),
     (r"/(?:v1/)?responses/([^/]+)/?", StoredResponseHandler),
+    (r"/(?:v1/)?images/generations/?", ImagesHandler),
+    (r"/(?:v1/)?images/edits/?", ImageEditsHandler),
+    (r"/(?:v1/)?audio/speech/?", SpeechHandler),
     (r"/(?:gemini/)?v1(?:beta)?/models/([^/:]+):([A-Za-z]+)", NativeCallHandler),  # before /v1/models/{id}
     (r"/(?:v1/)?models/?", ModelsHandler),
     (r"/(?:v1/)?models/(.+?)/?", ModelHandler),
@@ -213,6 +218,7 @@ class Keyloom:
                                 self.clock, self.reuse)
         self.native = NativeService(self.catalog, self.dispatcher, self.client_limits, get_settings)
         self.embeddings = EmbeddingService(self.catalog, self.dispatcher, self.client_limits, get_settings)
+        self.media = MediaService(self.catalog, self.dispatcher, self.client_limits, get_settings, self.clock)
         self.admin = AdminService(self, settings)
         self.chat_sessions = Sessions(self.db, self.clock, lambda: self.password,
                                       lambda: self.settings.ADMIN_SESSION_HOURS, table="chat_session",

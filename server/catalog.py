@@ -23,6 +23,7 @@ from .clock import Clock
 from .dispatch import Dispatcher
 from .pool.policy import DispatchError
 from .settings import Settings
+from .translate.gemini_facts import is_chat_model
 from .translate.traits import ModelTraits, traits_for
 
 log = logging.getLogger("keyloom.models")
@@ -58,8 +59,7 @@ def split_variant(mid: str) -> Variant:
 def searchable(mid: str) -> bool:
     """Gemini 2.x and later chat models take the googleSearch tool."""
     m = mid.lower()
-    return m.startswith(("gemini-2", "gemini-3")) and not any(
-        x in m for x in ("-image", "-tts", "-live", "native-audio", "embedding"))
+    return m.startswith(("gemini-2", "gemini-3")) and is_chat_model(m)
 
 
 def model_id(name: str) -> str:
@@ -82,6 +82,7 @@ class ModelCatalog:
         self.clock = clock
         self._chat: dict[str, dict[str, Any]] = {}
         self._embed: dict[str, dict[str, Any]] = {}
+        self._predict: dict[str, dict[str, Any]] = {}
         self._first_seen: dict[str, int] = {}
         self._traits: dict[str, ModelTraits] = {}
         self.loaded_at: float | None = None
@@ -98,7 +99,7 @@ class ModelCatalog:
         ok = False
         try:
             models = await self.dispatcher.list_models()
-            chat, embed = {}, {}
+            chat, embed, predict = {}, {}, {}
             now = int(self.clock.time())
             for m in models:
                 name = m.get("name")
@@ -110,10 +111,12 @@ class ModelCatalog:
                     chat[mid] = m
                 elif "embedContent" in methods or "batchEmbedContents" in methods:
                     embed[mid] = m
+                elif "predict" in methods:
+                    predict[mid] = m  # Imagen (and other :predict models): images only, never chat
                 else:
                     continue
                 self._first_seen.setdefault(mid, now)
-            self._chat, self._embed = chat, embed
+            self._chat, self._embed, self._predict = chat, embed, predict
             self._traits.clear()
             self.loaded_at = self.clock.time()
             self.last_error = None
@@ -173,7 +176,7 @@ class ModelCatalog:
         return mid in self.chat_models() or mid in self.embedding_models()
 
     def _table(self, kind: str) -> dict[str, dict[str, Any]]:
-        return self._chat if kind == "chat" else self._embed
+        return {"chat": self._chat, "embed": self._embed, "predict": self._predict}[kind]
 
     async def _known(self, base: str, kind: str) -> bool:
         if base in self._table(kind) or base in self.settings().EXTRA_MODELS or self.loaded_at is None:
@@ -196,6 +199,10 @@ class ModelCatalog:
 
     async def knows_embedding(self, mid: str) -> bool:
         return self.allowed(mid) and await self._known(mid, "embed")
+
+    async def knows_predict(self, mid: str) -> bool:
+        """An Imagen model (`:predict`), for /v1/images/generations."""
+        return self.allowed(mid) and await self._known(mid, "predict")
 
     def entry(self, mid: str) -> dict[str, Any] | None:
         """The model's ListModels entry as Google gave it (None for fallback and EXTRA_MODELS ids)."""

@@ -248,6 +248,28 @@ def document() -> dict[str, Any]:
                     "200": {"description": "OK", "content": {"application/json": {"schema": {
                         "type": "object", "required": ["input_tokens"]}}}},
                     **_anthropic_errors(400, 401, 403, 404, 413, 429, 500, 504, 529)}}},
+            "/v1/images/generations": {"post": {
+                "operationId": "createImage",
+                "summary": "Images from a prompt: Gemini image models (one call per image) or Imagen (:predict)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["model", "prompt"], "properties": {
+                        "model": {"type": "string"}, "prompt": {"type": "string"},
+                        "n": {"type": "integer", "minimum": 1, "maximum": 4}, "size": {"type": "string"},
+                        "quality": {"type": "string"},
+                        "response_format": {"type": "string", "enum": ["b64_json", "url"]}}}}}},
+                "responses": {"200": {"description": "ImagesResponse (url answers hold data: URLs)", "content": {
+                    "application/json": {"schema": {"type": "object", "required": ["created", "data"]}}}},
+                    **_errors(400, 401, 404, 413, 429, 502, 503, 504)}}},
+            "/v1/audio/speech": {"post": {
+                "operationId": "createSpeech", "summary": "Speech from text with a Gemini TTS model: wav or pcm",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["model", "input", "voice"], "properties": {
+                        "model": {"type": "string"}, "input": {"type": "string"}, "voice": {"type": "string"},
+                        "response_format": {"type": "string", "enum": ["wav", "pcm"]},
+                        "instructions": {"type": "string"}}}}}},
+                "responses": {"200": {"description": "The audio", "content": {
+                    "audio/wav": {"schema": {"type": "string"}}, "audio/pcm": {"schema": {"type": "string"}}}},
+                    **_errors(400, 401, 404, 413, 429, 502, 503, 504)}}},
             "/v1/embeddings": {"post": {
                 "operationId": "createEmbedding",
                 "summary": "Embeddings of one text or a list of texts (Gemini embedding models)",

@@ -490,6 +490,40 @@ def fake_vector(text: str, dims: int) -> list[float]:
 EMBED_DIMS = 8
 
 
+def fake_png(prompt: str, i: int = 0) -> str:
+    """Base64 of a small "image" that names its prompt (not a real PNG: tests compare it, nobody views it)."""
+    return base64.b64encode(b"\x89PNG\r\n\x1a\n" + f"{prompt}#{i}".encode()).decode()
+
+
+def image_reply(prompt: str, i: int = 0, text: str = "") -> dict[str, Any]:
+    """What a Gemini image model answers: maybe a line of text, then the image as inlineData."""
+    parts: list[dict[str, Any]] = [{"text": text}] if text else []
+    parts.append({"inlineData": {"mimeType": "image/png", "data": fake_png(prompt, i)}})
+    return {"candidates": [{"content": {"parts": parts, "role": "model"}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": 1290, "totalTokenCount": 1297},
+            "modelVersion": "gemini-2.5-flash-image"}
+
+
+def speech_reply(pcm: bytes, rate: int = 24000) -> dict[str, Any]:
+    """What a Gemini TTS model answers: raw 16-bit PCM as inlineData."""
+    return {"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": f"audio/L16;codec=pcm;rate={rate}",
+                                                                   "data": base64.b64encode(pcm).decode()}}],
+                                        "role": "model"}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 40, "totalTokenCount": 49},
+            "modelVersion": "gemini-2.5-flash-preview-tts"}
+
+
+MEDIA_MODELS: list[dict[str, Any]] = [
+    {"name": "models/gemini-2.5-flash-image", "displayName": "Nano Banana",
+     "supportedGenerationMethods": ["generateContent", "countTokens"]},
+    {"name": "models/gemini-3-pro-image-preview", "displayName": "Nano Banana Pro",
+     "supportedGenerationMethods": ["generateContent", "countTokens"]},
+    {"name": "models/gemini-2.5-flash-preview-tts", "displayName": "Gemini 2.5 Flash TTS",
+     "supportedGenerationMethods": ["generateContent", "countTokens"]},
+    {"name": "models/imagen-4.0-generate-001", "displayName": "Imagen 4", "supportedGenerationMethods": ["predict"]},
+]
+
+
 class GenerateHandler(_Base):
     def embed(self, model: str, action: str, body: Any) -> None:
         if f"models/{model}" not in {m["name"] for m in self.fake.models}:
@@ -517,7 +551,7 @@ class GenerateHandler(_Base):
     async def post(self, model: str, action: str) -> None:
         rec = self.record(model, action)
         if action not in ("generateContent", "streamGenerateContent", "countTokens", "embedContent",
-                          "batchEmbedContents"):
+                          "batchEmbedContents", "predict"):
             self.send_json(404, error_body(404, "NOT_FOUND", f"unknown method {action}"))
             return
         if self.refuse(rec.key, model, self.behaviour(rec.key, model)):
@@ -528,6 +562,20 @@ class GenerateHandler(_Base):
                 self.send_json(reply.status, reply.body if reply.body is not None else internal_body())
                 return
             self.embed(model, action, rec.body)
+            return
+        if action == "predict":  # Imagen: scripted replies apply; else `sampleCount` images of the prompt
+            if f"models/{model}" not in {m["name"] for m in self.fake.models}:
+                self.send_json(404, not_found_body(model))
+                return
+            if self.fake.script:
+                scripted = self.fake.script.popleft()
+                self.send_json(scripted.status, scripted.body)
+                return
+            body = rec.body if isinstance(rec.body, dict) else {}
+            prompt = str(((body.get("instances") or [{}])[0] or {}).get("prompt", ""))
+            n = int((body.get("parameters") or {}).get("sampleCount") or 1)
+            self.send_json(200, {"predictions": [{"mimeType": "image/png", "bytesBase64Encoded": fake_png(prompt, i)}
+                                                 for i in range(n)]})
             return
         if action == "countTokens":
             body = rec.body if isinstance(rec.body, dict) else {}

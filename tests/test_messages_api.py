@@ -209,3 +209,15 @@ def test_the_request_log_says_which_model_served_an_alias(start_keyloom, fake, l
     loop_thread.run(kl.kl.flusher.flush())
     rows = loop_thread.run(kl.kl.db.fetchall("SELECT model, status FROM request_log ORDER BY id"))
     assert rows == [("claude-haiku-4-5 → gemini-2.5-flash", 200), ("gemini-2.0-flash", 200)]
+
+
+def test_aliases_are_a_live_setting_the_owner_changes_on_the_dashboard(start_keyloom, fake):
+    admin = "admin-password-for-this-test-0123"
+    kl = start_keyloom(ADMIN_PASSWORD=admin)
+    with pytest.raises(anthropic.NotFoundError):
+        client(kl).messages.create(model="claude-opus-4-1", max_tokens=50, messages=HELLO)
+    with kl.http(headers={"Authorization": f"Bearer {admin}"}) as http:
+        r = http.put("/api/settings", json={"MODEL_ALIASES": "claude-opus-*=gemini-2.5-pro"})
+        assert r.status_code == 200, r.text
+    m = client(kl).messages.create(model="claude-opus-4-1", max_tokens=50, messages=HELLO)
+    assert m.model == "claude-opus-4-1" and fake.generate_calls()[-1].model == "gemini-2.5-pro"

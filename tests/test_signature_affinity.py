@@ -144,3 +144,41 @@ def test_a_signature_from_elsewhere_is_sent_as_is_then_replaced_once_refused(sta
     calls = fake.generate_calls()
     assert [_sent_signature(c) for c in calls] == [foreign, DUMMY_SIGNATURE]
     assert calls[0].key != calls[1].key  # the attempt after a refusal is an attempt like any other
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_three_turn_tool_loop_over_three_keys_through_chat_completions(start_keyloom, fake, stream):
+    """The same loop as tests/test_responses_api.py and tests/test_messages_api.py run, through Chat
+    Completions: two tool calls, then the answer, each turn with the key that signed what it carries back."""
+    fake.bind_signatures = True
+    kl = start_keyloom(FAKE_STREAMING="false")
+    fake.script.extend([Reply(body=function_call_reply("getWeather", {"location": "Paris"})),
+                        Reply(body=function_call_reply("getWeather", {"location": "Rome"})),
+                        Reply(body=text_reply("Paris 18C, Rome 24C."))])
+    messages: list = [{"role": "user", "content": "Weather in Paris and Rome?"}]
+    issuers = []
+    for turn in range(3):
+        if stream:
+            chunks = list(kl.client().chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER],
+                                                              stream=True))
+            calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            call = (calls[0].id, calls[0].function.arguments) if calls else None
+        else:
+            msg = kl.client().chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER]) \
+                .choices[0].message
+            text = msg.content or ""
+            call = (msg.tool_calls[0].id, msg.tool_calls[0].function.arguments) if msg.tool_calls else None
+        issuers.append(fake.generate_calls()[-1].key)
+        if turn < 2:
+            assert call is not None
+            messages += [{"role": "assistant", "tool_calls": [{"id": call[0], "type": "function", "function": {
+                "name": "getWeather", "arguments": call[1]}}]},
+                         {"role": "tool", "tool_call_id": call[0], "content": "sunny"}]
+        else:
+            assert text == "Paris 18C, Rome 24C."
+    assert len(fake.generate_calls()) == 3
+    assert issuers[1] == issuers[0] and issuers[2] == issuers[1]
+    sigs = [p.get("thoughtSignature") for c in fake.generate_calls()[2].body["contents"] if c["role"] == "model"
+            for p in c["parts"] if "functionCall" in p]
+    assert sigs == [key_signature(issuers[0]), key_signature(issuers[1])]

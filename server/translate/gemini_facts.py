@@ -86,6 +86,32 @@ def candidate_parts(candidate: Any) -> list[dict[str, Any]]:
     return [p for p in parts or () if isinstance(p, dict)]
 
 
+# Model ids that are not chat models though Google lists them with generateContent: image and speech models,
+# Live API models, embedding models. They take no thinking settings and no search tool.
+NOT_CHAT_MARKERS = ("-image", "-tts", "-live", "native-audio", "embedding")
+
+
+def is_chat_model(mid: str) -> bool:
+    m = mid.lower()
+    return not any(x in m for x in NOT_CHAT_MARKERS)
+
+
+def is_imagen(mid: str) -> bool:
+    """Imagen models: images from `:predict`, not from generateContent."""
+    return mid.lower().removeprefix("models/").startswith("imagen-")
+
+
+def audio_of(part: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(mime type, base64 data) of audio the model produced (TTS models: `audio/L16;codec=pcm;rate=24000`)."""
+    blob = part.get("inlineData")
+    if part.get("thought") or not isinstance(blob, dict):
+        return None
+    mime, data = blob.get("mimeType"), blob.get("data")
+    if isinstance(mime, str) and mime.startswith("audio/") and isinstance(data, str) and data:
+        return mime, data
+    return None
+
+
 def has_answer(candidate: Any) -> bool:
     return any(is_answer_part(p) for p in candidate_parts(candidate))
 

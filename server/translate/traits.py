@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .gemini_facts import is_chat_model
+
 # Models that reject threshold OFF (SillyTavern's list); they get BLOCK_NONE.
 _LEGACY_SAFETY = ("gemini-1.5-pro-001", "gemini-1.5-flash-001", "gemini-1.5-flash-8b-exp-0827",
                   "gemini-1.5-flash-8b-exp-0924", "gemini-pro", "gemini-1.0-pro")
@@ -36,8 +38,7 @@ def traits_for(model: str, listed: Mapping[str, Any] | None = None) -> ModelTrai
     if listed is not None and "thinking" in listed:
         thinks = bool(listed.get("thinking"))
     else:
-        thinks = (m.startswith(("gemini-2.5", "gemini-3")) or "thinking" in m) \
-            and not any(x in m for x in ("-image", "-tts", "-live", "native-audio", "embedding"))
+        thinks = (m.startswith(("gemini-2.5", "gemini-3")) or "thinking" in m) and is_chat_model(m)
     return ModelTraits(
         thinks=thinks,
         thinking_style="level" if gemini3 else "budget",
