@@ -50,7 +50,9 @@ def start_keyloom(fake_port: int, data_dir: Path, keys: list[str], **env: str) -
             "MAX_REQUESTS_PER_MINUTE": "0", "MAX_REQUESTS_PER_DAY_PER_IP": "0", "API_KEY_DAILY_LIMIT": "0",
             # the load sends identical bodies at once: sharing would answer most from one upstream call
             # and measure that instead of the request path
-            "INFLIGHT_SHARING": "false"}
+            "INFLIGHT_SHARING": "false",
+            # every client of the load generator is 127.0.0.1: the per-address cap would refuse the held crowd
+            "MAX_CONNECTIONS_PER_CLIENT": "0"}
     full.update(env)
     p = subprocess.Popen([sys.executable, "run.py"], cwd=ROOT, env=full, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)

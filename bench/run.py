@@ -7,7 +7,8 @@ load generator (bench/load.py) in a third process. Measures, in one run:
   2. real streaming of a 500-word answer: time to first chunk added by Keyloom, chunks per second;
   3. fake streaming: thousands of clients held at once on a slow (20 s) reply: Keyloom's peak RSS
      and CPU, the longest silence any client saw, whether every client got its whole answer;
-  4. a soak of mixed requests: RSS and open file descriptors before and after.
+  4. a soak of mixed requests: RSS and open file descriptors before and after;
+  5. what GET /metrics costs: CPU per request with METRICS off, on, and on with a scrape every second.
 Writes bench/results/latest.json and latest.md (quick: quick.json and quick.md). Asserts nothing:
 the figures are for reading.
 """
@@ -235,6 +236,122 @@ def soak(plan: Plan, kl_pid: int, kl_port: int) -> dict[str, Any]:
             "fds_before": before["fds"], "fds_after": after["fds"]}
 
 
+METRICS_ADMIN = "bench-admin-password-123456"
+
+
+class Scraper(threading.Thread):
+    """GET /metrics every `every` seconds, as a Prometheus would, while a scenario runs."""
+
+    def __init__(self, port: int, every: float = 1.0):
+        super().__init__(daemon=True)
+        self.port, self.every = port, every
+        self.scrapes = 0
+        self.bytes = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            req = urllib.request.Request(f"http://127.0.0.1:{self.port}/metrics",
+                                         headers={"Authorization": f"Bearer {METRICS_ADMIN}"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                self.bytes = len(resp.read())
+            self.scrapes += 1
+            self._halt.wait(self.every)
+
+    def finish(self) -> int:
+        self._halt.set()
+        self.join()
+        return self.scrapes
+
+
+def _set_metrics(port: int, on: bool) -> None:
+    """METRICS is a live setting: switched through the admin API, so one process is measured both ways."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/settings", method="PUT",
+                                 data=json.dumps({"METRICS": "true" if on else "false"}).encode(),
+                                 headers={"Authorization": f"Bearer {METRICS_ADMIN}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        resp.read()
+
+
+def metrics_in_process(keys: int = 1000) -> dict[str, float]:
+    """The same costs without another process's noise: the per-request hook (server/metrics.py
+    observe_request, plus one upstream attempt) timed in this process, and one scrape's render of a pool of
+    `keys` keys with two models each in use (the end-to-end figures above cannot resolve 1-2 % on a busy
+    machine)."""
+    import timeit
+    from types import SimpleNamespace
+
+    from server.app import Keyloom
+    from server.metrics import observe_request
+    from server.settings import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        s = Settings.from_env({"GEMINI_API_KEYS": ",".join(make_keys(keys)), "PASSWORD": PASSWORD,
+                               "ADMIN_PASSWORD": METRICS_ADMIN, "DATA_DIR": tmp, "API_KEY_DAILY_LIMIT": "20"})
+        kl = Keyloom(s, password=s.PASSWORD, data_dir=Path(tmp))
+        for k in kl.pool.keys:
+            for m in ("gemini-2.5-flash", "gemini-2.0-flash"):
+                kl.pool.usage.add(k.fp, m, requests=3, successes=3)
+                kl.metrics.attempt(k.fp, "gemini", m, "ok")
+        body, _ = kl.metrics_registry.render("")
+        scrape = timeit.timeit(lambda: kl.metrics_registry.render(""), number=10) / 10
+        key = kl.pool.keys[0]
+        handler = SimpleNamespace(
+            request=SimpleNamespace(request_time=lambda: 0.2, path="/v1/chat/completions", _start_time=0.0),
+            ctx=SimpleNamespace(trace=SimpleNamespace(key_fp=key.fp, model="gemini-2.5-flash", client=None),
+                                client_gone=False),
+            logical_status=lambda: 200, error_status=None)
+        n = 100_000
+        hook = timeit.timeit(lambda: (observe_request(kl, handler), kl.ops.attempt(key, "gemini-2.5-flash", "ok")),
+                             number=n) / n
+    return {"hook_us_per_request": round(hook * 1e6, 2), "scrape_keys": keys,
+            "scrape_ms": round(scrape * 1000, 1), "scrape_bytes_big": len(body)}
+
+
+def metrics_cost(plan: Plan, fake_port: int, tmp: Path) -> dict[str, Any]:
+    """Keyloom's CPU per chat request (non-streaming, concurrency 16) with METRICS=false, with metrics on but
+    never scraped, and on with GET /metrics scraped every second: one process (two differ by more than the
+    effect), switched through the admin API, the three measured in turn `rounds` times (the order reversed
+    every other round, so a drift falls on all three); CPU is summed over the rounds (/proc counts in
+    10 ms ticks, so short runs alone are coarse)."""
+    n = plan.requests[16]
+    rounds = 6 if plan is FULL else 4
+    chat = {"model": "gemini-2.0-flash", "messages": HELLO}
+    p, port = start_keyloom(fake_port, tmp / "metrics", make_keys(3), ADMIN_PASSWORD=METRICS_ADMIN,
+                            FAKE_STREAMING="false")
+    cpu = {"off": 0.0, "on": 0.0, "scraped": 0.0}
+    done = {"off": 0, "on": 0, "scraped": 0}
+    scrapes = size = 0
+    try:
+        load("closed_loop", port=port, path="/v1/chat/completions", body=chat, headers=AUTH, concurrency=16,
+             count=max(50, n // 5))  # warm-up
+        for i in range(rounds):
+            for mode in (("off", "on", "scraped") if i % 2 == 0 else ("scraped", "on", "off")):
+                _set_metrics(port, mode != "off")
+                scraper = Scraper(port) if mode == "scraped" else None
+                if scraper is not None:
+                    scraper.start()
+                cpu0 = cpu_seconds(p.pid)
+                r = load("closed_loop", port=port, path="/v1/chat/completions", body=chat, headers=AUTH,
+                         concurrency=16, count=n)
+                cpu[mode] += cpu_seconds(p.pid) - cpu0
+                done[mode] += len(r["latencies"])
+                if scraper is not None:
+                    scrapes += scraper.finish()
+                    size = scraper.bytes
+    finally:
+        p.terminate()
+        p.wait(30)
+    per = {mode: cpu[mode] / max(1, done[mode]) * 1000 for mode in cpu}
+    inproc = metrics_in_process()
+    return {"requests": n, "rounds": rounds, "scrapes": scrapes, "scrape_bytes": size, **inproc,
+            "hook_percent_of_request": round(inproc["hook_us_per_request"] / 10 / per["off"], 2),
+            **{f"cpu_ms_per_request_{k}": round(v, 4) for k, v in per.items()},
+            "overhead_on_percent": round(100 * (per["on"] / per["off"] - 1), 2),
+            "overhead_scraped_percent": round(100 * (per["scraped"] / per["off"] - 1), 2)}
+
+
 def markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
     out = [f"# Keyloom benchmark ({r['mode']})", "",
@@ -278,6 +395,19 @@ def markdown(r: dict[str, Any]) -> str:
             "| RSS before → after | open fds before → after | statuses | seconds |", "|---|---|---|---|",
             f"| {k['rss_before_mb']} → {k['rss_after_mb']} MB | {k['fds_before']} → {k['fds_after']} | "
             f"{', '.join(f'{s}: {n}' for s, n in sorted(k['statuses'].items()))} | {k['seconds']} |", ""]
+    mc = r.get("metrics_cost")
+    if mc:
+        out += ["## What GET /metrics costs (chat, non-streaming, concurrency 16)", "",
+                "| METRICS=false | on, never scraped | on, scraped every second | overhead (never / scraped) | "
+                "requests × rounds | scrapes (bytes each) |", "|---|---|---|---|---|---|",
+                f"| {mc['cpu_ms_per_request_off']:.3f} ms | {mc['cpu_ms_per_request_on']:.3f} ms | "
+                f"{mc['cpu_ms_per_request_scraped']:.3f} ms | {mc['overhead_on_percent']:+.1f}% / "
+                f"{mc['overhead_scraped_percent']:+.1f}% | {mc['requests']} × {mc['rounds']} | "
+                f"{mc['scrapes']} ({mc['scrape_bytes']}) |", "",
+                f"In-process (no other process's noise): the per-request hook costs {mc['hook_us_per_request']} µs "
+                f"({mc['hook_percent_of_request']}% of a request's CPU with metrics off); one scrape of a pool of "
+                f"{mc['scrape_keys']} keys with two models each in use takes {mc['scrape_ms']} ms "
+                f"({mc['scrape_bytes_big']:,} bytes).", ""]
     return "\n".join(out)
 
 
@@ -313,6 +443,8 @@ def main() -> None:
             result["soak"] = soak(plan, kl.pid, kl_port)
             print("fake streaming hold…", flush=True)
             result["fake_streaming_hold"] = holding(plan, kl.pid, kl_port, interval)
+            print("metrics cost…", flush=True)
+            result["metrics_cost"] = metrics_cost(plan, fake_port, Path(tmp))
     finally:
         for p in procs:
             p.terminate()

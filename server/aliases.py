@@ -1,9 +1,14 @@
-"""Model aliases (MODEL_ALIASES): the names coding agents ask for, served by Gemini models.
+"""Model aliases (MODEL_ALIASES) and fallback chains (MODEL_FALLBACKS): which model serves a request.
+
+Aliases: the names coding agents ask for, served by Gemini models.
 
 Claude Code asks for `claude-…` models and Codex for `gpt-…` ones, whatever the endpoint behind them serves.
 Rather than make every user learn each client's model flag, the owner maps names to models once. A name is
 looked up exactly first, then against the glob patterns in the order written; the first match wins. An alias
 never points at another alias (one lookup, so no loops).
+
+Fallbacks: when every key is out of quota or resting for a model, the next model of its chain serves instead
+(the free tier of 2026 gives Pro almost nothing and Flash little: a chain spends what is left deliberately).
 """
 from __future__ import annotations
 
@@ -28,6 +33,16 @@ def served_model(asked: str, aliases: Mapping[str, str]) -> str | None:
         if is_pattern(pattern) and fnmatchcase(asked, pattern):
             return target
     return None
+
+
+def fallbacks_of(model: str, chains: str) -> list[str]:
+    """The models after `model` in the first MODEL_FALLBACKS chain that names it, in order (none: []).
+    `chains`: comma-separated, each `model > model > …`."""
+    for chain in chains.split(","):
+        names = [m.strip() for m in chain.split(">") if m.strip()]
+        if model in names:
+            return names[names.index(model) + 1:]
+    return []
 
 
 def listed_aliases(aliases: Mapping[str, str]) -> list[tuple[str, str]]:

@@ -26,9 +26,12 @@ from tornado.netutil import bind_sockets
 from .admin.audit import Audit
 from .admin.service import AdminService
 from .admin.sessions import CHAT_COOKIE, COOKIE, Sessions
+from .alerts import Alerts
 from .auth import ADMIN_PASSWORD_FILE, Gate, load_or_create_password
 from .catalog import ModelCatalog
 from .chat import ChatService
+from .client_keys import ClientKeys
+from .client_keys import parse_config as parse_client_keys
 from .clock import Clock, SystemClock
 from .conversations import Conversations
 from .dispatch import Dispatcher
@@ -40,6 +43,7 @@ from .handlers.embeddings import EmbeddingsHandler
 from .handlers.health import HealthHandler
 from .handlers.media import ImageEditsHandler, ImagesHandler, SpeechHandler
 from .handlers.messages import CountTokensHandler, MessagesHandler
+from .handlers.metrics import MetricsHandler
 from .handlers.models import ModelHandler, ModelsHandler
 from .handlers.native import NativeCallHandler, NativeModelsHandler
 from .handlers.pages import IndexHandler, OpenApiHandler
@@ -48,9 +52,12 @@ from .handlers.responses import ResponsesHandler, StoredResponseHandler
 from .keepalive import KeepaliveTicker
 from .limits import ClientAddresses, ClientLimits, ClientSlots, client_key, proxy_hops
 from .media import MediaService
+from .metrics import AddressList, Metrics, RequestMetrics
 from .native import NativeService
+from .ops import OpsObserver
 from .pool.keys import KeyPool
 from .pool.quota import DailyLimits, MemoryUsage, QuotaDay
+from .pool.recheck import Rechecker
 from .providers.config import Providers
 from .providers.config import load as load_providers
 from .providers.forward import Forwarder
@@ -67,6 +74,7 @@ from .store.lock import DataDirLock
 from .store.requestlog import RequestLog
 from .stored_responses import StoredResponses
 from .throttle import CredentialThrottle
+from .upstream.egress import Egress
 from .upstream.gemini import GeminiClient
 from .upstream.http import HttpClient
 
@@ -146,6 +154,7 @@ API_ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     (r"/(?:gemini/)?v1beta/models/?()", NativeModelsHandler),
     (r"/(?:gemini/)?v1beta/models/([^/:]+)", NativeModelsHandler),
     (r"/health/?", HealthHandler),
+    (r"/metrics", MetricsHandler),
     (r"/openapi\.json", OpenApiHandler),
 ]
 
@@ -200,19 +209,30 @@ class Keyloom:
         self.audit = Audit(self.db, self.clock, self.redactor)
         self.flusher = Flusher(self.db, self.pool, self.client_limits, self.request_log, get_settings, self.clock,
                                self.audit)
+        configured_keys = parse_client_keys(settings.CLIENT_KEYS)
+        self.redactor.add([key for key, _ in configured_keys])
+        self.client_keys = ClientKeys(self.db, self.clock, get_settings, self.quota_day, configured_keys)
+        self.client_limits.client_keys = self.client_keys
+        self.flusher.client_keys = self.client_keys
         if demo:
             for k in self.pool.keys:
                 k.source = "demo"
         self.redactor.add([*self.pool.secrets(), password, self.admin_password])
         self.http = HttpClient(connect_timeout=settings.UPSTREAM_CONNECT_TIMEOUT, proxy=settings.UPSTREAM_PROXY)
+        # UPSTREAM_PROXIES: each Gemini / Vertex AI key through a proxy of its own (server/upstream/egress.py)
+        self.egress = Egress(settings.UPSTREAM_PROXIES, self.clock, self.http,
+                             connect_timeout=settings.UPSTREAM_CONNECT_TIMEOUT)
+        self.redactor.add([*(self.http.proxy.secrets() if self.http.proxy else ()), *self.egress.secrets()])
         self.gemini = GeminiClient(self.http, settings.GEMINI_BASE_URL, timeout=settings.UPSTREAM_TIMEOUT,
-                                   stream_idle_timeout=settings.UPSTREAM_STREAM_IDLE_TIMEOUT, redact=self.redactor)
+                                   stream_idle_timeout=settings.UPSTREAM_STREAM_IDLE_TIMEOUT, redact=self.redactor,
+                                   egress=self.egress)
         self.dispatcher = Dispatcher(self.pool, self.gemini, get_settings)
         self.catalog = ModelCatalog(self.dispatcher, get_settings, self.clock)
         self.providers = providers if providers is not None else load_providers(settings)
         self.router = self._build_router(get_settings)
         self.forwarder = Forwarder(self.client_limits, get_settings)
         self.keepalive = KeepaliveTicker(lambda: self.settings.FAKE_STREAMING_INTERVAL)
+        self._wire_operations(get_settings)
         self.reuse = Reuse(get_settings, self.clock)
         self.chat = ChatService(self.catalog, self.dispatcher, self.http, self.client_limits, get_settings,
                                 self.clock, self.reuse)
@@ -220,6 +240,10 @@ class Keyloom:
         self.embeddings = EmbeddingService(self.catalog, self.dispatcher, self.client_limits, get_settings)
         self.media = MediaService(self.catalog, self.dispatcher, self.client_limits, get_settings, self.clock)
         self.admin = AdminService(self, settings)
+        # pacing and background re-checks of keys (pool/keys.py, pool/recheck.py), both read live
+        self.pool.pacing = lambda: self.settings.KEY_MIN_INTERVAL_MS / 1000.0
+        self.rechecker = Rechecker(self.pool, self.client_for, lambda: self.settings.KEY_RECHECK_MINUTES * 60.0,
+                                   self.clock, self.redactor, poll=min(1.0, settings.FLUSH_INTERVAL))
         self.chat_sessions = Sessions(self.db, self.clock, lambda: self.password,
                                       lambda: self.settings.ADMIN_SESSION_HOURS, table="chat_session",
                                       secret_name="chat_session_secret")
@@ -242,7 +266,8 @@ class Keyloom:
         if p.vertex is not None:
             self.redactor.add(masked_secrets(p.vertex))
             client = VertexClient(self.http, p.vertex, self.clock, timeout=s.UPSTREAM_TIMEOUT,
-                                  stream_idle_timeout=s.UPSTREAM_STREAM_IDLE_TIMEOUT, redact=self.redactor)
+                                  stream_idle_timeout=s.UPSTREAM_STREAM_IDLE_TIMEOUT, redact=self.redactor,
+                                  egress=self.egress)
             for key in client.keys():
                 self.pool.add_key(key)
             vertex = (p.vertex, client, Dispatcher(self.pool, client, get_settings, "vertex"))
@@ -255,6 +280,20 @@ class Keyloom:
             self.pool.limits.per_provider[cfg.name] = cfg.daily_limit
             upstreams.append(Upstream(cfg, compat, Dispatcher(self.pool, compat, get_settings, cfg.name)))
         return Router(self.catalog, self.pool, vertex, upstreams)
+
+    def _wire_operations(self, get_settings: Any) -> None:
+        """GET /metrics and the alert webhook (server/ops.py): the pool's and every dispatcher's hooks."""
+        self.metrics = RequestMetrics()
+        self.metrics.enabled = self.settings.METRICS
+        self.metrics_registry = Metrics(self)
+        self.metrics_allow = AddressList(lambda: self.settings.METRICS_ALLOW)
+        self.alerts = Alerts(get_settings, self.clock, self.redactor)
+        self.ops = OpsObserver(self.pool, self.metrics, self.alerts)
+        self.pool.on_event = self.ops.pool_event
+        for d in (self.dispatcher, self.router.vertex[2] if self.router.vertex else None,
+                  *(u.dispatcher for u in self.router.upstreams)):
+            if d is not None:
+                d.observer = self.ops
 
     def page_session(self, get_cookie: Any) -> Any:
         """The browser's session: the chat playground's, else the dashboard's (either may use /chat and the
@@ -280,6 +319,7 @@ class Keyloom:
             if client is not None:
                 client.timeout = settings.UPSTREAM_TIMEOUT
                 client.stream_idle_timeout = settings.UPSTREAM_STREAM_IDLE_TIMEOUT
+        self.metrics.enabled = settings.METRICS
         if settings.LOG_LEVEL != old.LOG_LEVEL:
             logging.getLogger().setLevel(settings.LOG_LEVEL)
 
@@ -322,6 +362,7 @@ class Keyloom:
                 await self.flusher.load()
                 await self.conversations.load()
                 await self.responses.load()
+                await self.client_keys.load()
             except sqlite3.Error as e:
                 raise DatabaseUnusable(explain(e, self.db.path)) from None
         except BaseException:
@@ -345,6 +386,7 @@ class Keyloom:
         self._refresher = PeriodicCallback(self._refresh_models, s.MODELS_REFRESH_INTERVAL * 1000)
         self._refresher.start()
         self.flusher.start()
+        self.rechecker.start()
         return self.port
 
     @staticmethod
@@ -386,11 +428,15 @@ class Keyloom:
                 await asyncio.wait_for(self.server.close_all_connections(), timeout=1.0)
             except (TimeoutError, Exception):
                 pass
-        for t in list(self._background):
+        background = list(self._background)
+        for t in background:
             t.cancel()
+        # let them end (and close what they had open) before the clients they use are closed below
+        await asyncio.gather(*background, return_exceptions=True)
         self.keepalive.stop()
         try:
             await self.admin.tests.stop()
+            await self.rechecker.stop()
             await self.dispatcher.close()
             await self.responses.drain()
             try:
@@ -398,7 +444,9 @@ class Keyloom:
             except Exception:
                 log.exception("the last write to the database failed")
             await self.renderer.close()
+            await self.alerts.close()
         finally:
             await self.db.close()
             self.lock.release()  # after the last write: another process may take DATA_DIR from here on
             await self.http.close()
+            await self.egress.close()

@@ -14,6 +14,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from tornado.httputil import HTTPServerRequest
 
@@ -73,12 +74,31 @@ def matches_any(candidates: Iterable[str], password: str) -> bool:
     return ok
 
 
+T = TypeVar("T")
+
+
 class Gate:
     """The one throttled password check behind every door (see throttle.py): refused while the client is
     throttled, counted when wrong. On the success path: one dictionary lookup and the comparison."""
 
     def __init__(self, throttle: CredentialThrottle):
         self.throttle = throttle
+
+    def identify(self, client: str, candidates: list[str], password: str, find: Callable[[str], T | None],
+                 wrong: Callable[[], ApiError]) -> tuple[ApiError | None, T | None]:
+        """Like `check`, for a door that also takes other keys (client keys): → (None, None) for `password`,
+        (None, what `find` found) for another key it knows, else (the error to answer, None)."""
+        wait = self.throttle.retry_after(client)
+        if wait:
+            return too_many_attempts(wait), None
+        if matches_any(candidates, password):
+            return None, None
+        for c in candidates:
+            found = find(c)
+            if found is not None:
+                return None, found
+        self.throttle.failed(client)
+        return wrong(), None
 
     def check(self, client: str, candidates: Iterable[str], password: str,
               wrong: Callable[[], ApiError]) -> ApiError | None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncGenerator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ujson
 
-from .aliases import served_model
+from .aliases import fallbacks_of, served_model
 from .catalog import ModelCatalog, Variant, model_id, split_variant, valid_model_id
 from .clock import Clock
 from .dialects import CHAT, Dialect, Shaper
@@ -22,7 +22,7 @@ from .dispatch import Dispatcher, Trace
 from .errors import bad_request, model_not_found
 from .images import fetch_images
 from .limits import ClientLimits
-from .pool.policy import DispatchError, client_error
+from .pool.policy import DispatchError, client_error, exhausted
 from .request_context import RequestContext
 from .reuse import Reuse, request_key
 from .settings import Settings
@@ -62,6 +62,8 @@ class ChatPlan:
     dispatcher: Any = None     # the Gemini API's, or Vertex AI's
     prefer: str | None = None  # the key that issued the thought signatures the request carries back
     dialect: Dialect = CHAT    # the API the client speaks
+    fallbacks: list[str] = field(default_factory=list)  # MODEL_FALLBACKS after the serving model, in order
+    retranslate: Callable[[str], bytes] | None = None  # the request for another model (a fallback's traits)
 
     def __post_init__(self) -> None:
         self.upstream = self.upstream or self.model
@@ -130,9 +132,10 @@ class ChatService:
         body = self._translate(dialect, req, traits, {u: ("image/png", "") for u in urls}, extras)
         prefer = unseal_body(body)
         encoded = self._encode(body)
-        refused = self.limits.admit(client_ip)
+        refused = self.limits.admit(client_ip, trace)
         if refused is not None:
             raise refused
+        images: dict[str, tuple[str, str]] = {}
         if urls:
             s = self.settings()
             images = await fetch_images(self.http, urls, max_images=s.IMAGE_FETCH_MAX_IMAGES,
@@ -146,6 +149,13 @@ class ChatService:
                         upstream=variant.base, reuse_key=request_key(model, raw) if raw else "", marker=marker,
                         dispatcher=route.dispatcher if route is not None else self.dispatcher, prefer=prefer,
                         dialect=dialect)
+        if route is None and s.MODEL_FALLBACKS:
+            plan.fallbacks = fallbacks_of(variant.base, s.MODEL_FALLBACKS)
+            def retranslate(other: str) -> bytes:
+                body = self._translate(dialect, req, self.catalog.traits(other), images, extras)
+                unseal_body(body)
+                return self._encode(body)
+            plan.retranslate = retranslate
         if plan.reuse_key and (not stream or plan.fake_stream) and (s.INFLIGHT_SHARING or self.reuse.caching()):
             plan.cached = self.reuse.take(plan.reuse_key)
             plan.how = "cache" if plan.cached is not None else self.reuse.how(plan.reuse_key)
@@ -186,11 +196,33 @@ class ChatService:
         if plan.reuse_key and self.reuse.caching():
             keep = self.reuse.spare(plan.reuse_key)
             spare = lambda reply: keep(_unmarked(reply, plan.marker))  # noqa: E731
-        try:
-            reply = await plan.dispatcher.generate(plan.upstream, plan.body, plan.trace, spare, plan.prefer)
-            return _unmarked(reply, plan.marker)
-        except DispatchError as e:
-            raise client_error(e) from None
+        while True:
+            try:
+                reply = await plan.dispatcher.generate(plan.upstream, plan.body, plan.trace, spare, plan.prefer)
+                return _unmarked(reply, plan.marker)
+            except DispatchError as e:
+                if not await self._fall_back(plan, e):
+                    raise client_error(e) from None
+
+    async def _fall_back(self, plan: ChatPlan, err: DispatchError) -> bool:
+        """Move the plan to the next model of its fallback chain that may serve it, when every key of the current
+        one is out of quota or resting; False when there is none (the error stands)."""
+        if not exhausted(err):
+            return False
+        trace = plan.trace
+        while plan.fallbacks:
+            other = plan.fallbacks.pop(0)
+            allowed = trace.client is None or self.limits.client_keys is None or \
+                self.limits.client_keys.allows(trace.client, other)
+            if not allowed or not self.catalog.allowed(other) or not await self.catalog.knows(other):
+                continue
+            if plan.retranslate is not None:
+                plan.body = plan.retranslate(other)
+            trace.asked = trace.asked or plan.model
+            plan.upstream = plan.model = trace.model = other
+            plan.prefer = None  # a signature of another model's key means nothing to this one
+            return True
+        return False
 
     async def _generate(self, plan: ChatPlan) -> dict[str, Any]:
         if plan.cached is not None:
@@ -233,15 +265,21 @@ class ChatService:
             self.signatures.remember(reply, shaper.key_fp)
             yield shaper.feed(reply) + shaper.finish()
             return
-        try:
-            async for event in plan.dispatcher.stream(plan.upstream, plan.body, plan.trace, plan.prefer):
-                shaper.key_fp = plan.trace.key_fp
-                self.signatures.remember(event, shaper.key_fp)
-                out = shaper.feed(_unmarked(event, plan.marker))
-                if out:
-                    yield out
-        except DispatchError as e:
-            raise client_error(e) from None
+        started = False
+        while True:
+            try:
+                async for event in plan.dispatcher.stream(plan.upstream, plan.body, plan.trace, plan.prefer):
+                    started = True
+                    shaper.key_fp = plan.trace.key_fp
+                    self.signatures.remember(event, shaper.key_fp)
+                    out = shaper.feed(_unmarked(event, plan.marker))
+                    if out:
+                        yield out
+                break
+            except DispatchError as e:
+                if started or not await self._fall_back(plan, e):
+                    raise client_error(e) from None
+                shaper.model = plan.model  # the answer says which model served it
         yield shaper.finish()
 
 
@@ -258,6 +296,14 @@ class ChatShaper:
     @key_fp.setter
     def key_fp(self, fp: str | None) -> None:
         self.chunks.key_fp = fp
+
+    @property
+    def model(self) -> str:
+        return self.chunks.model
+
+    @model.setter
+    def model(self, model: str) -> None:
+        self.chunks.model = model
 
     def feed(self, event: Mapping[str, Any]) -> bytes:
         out = self.chunks.feed(event)

@@ -20,7 +20,8 @@ from .errors import ApiError
 from .translate.gemini_to_anthropic import error_body
 
 # Failures that waiting does not cure: the owner (or tomorrow) has to act.
-PERSISTENT_CODES = frozenset({"no_usable_key", "invalid_api_key", "too_many_attempts", "client_not_allowed"})
+PERSISTENT_CODES = frozenset({"no_usable_key", "invalid_api_key", "too_many_attempts", "client_not_allowed",
+                              "client_key_disabled", "client_key_expired"})
 SHORT_WAIT = 60  # seconds: a Retry-After up to this is worth waiting for in an agent's loop
 
 

@@ -36,9 +36,11 @@ MESSAGES = Dialect("messages", anthropic_to_gemini.build_request, anthropic_to_g
 
 class Shaper(Protocol):
     """Gemini's reply events → one dialect's stream bytes. `key_fp` is set before each `feed` (the key that
-    answered seals the thought signatures handed out); `finish` only after the upstream stream ended well."""
+    answered seals the thought signatures handed out); `model` changes when a fallback serves the request;
+    `finish` only after the upstream stream ended well."""
 
     key_fp: str | None
+    model: str
 
     def feed(self, event: Mapping[str, Any]) -> bytes: ...
 
@@ -49,6 +51,7 @@ class EventSource(Protocol):
     """A dialect's stream translator (gemini_to_responses.ResponseStream, gemini_to_anthropic.MessageStream)."""
 
     key_fp: str | None
+    model: str
 
     def start(self) -> list[dict[str, Any]]: ...
 
@@ -73,6 +76,14 @@ class NamedEventShaper:
     @key_fp.setter
     def key_fp(self, fp: str | None) -> None:
         self.stream.key_fp = fp
+
+    @property
+    def model(self) -> str:
+        return self.stream.model
+
+    @model.setter
+    def model(self, model: str) -> None:
+        self.stream.model = model
 
     def begin(self) -> list[dict[str, Any]]:
         if self.started:

@@ -18,9 +18,9 @@ import functools
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from .pool.keys import Key, KeyPool
+from .pool.keys import Key, KeyPool, Unavailable
 from .pool.policy import DispatchError, KeyEffect, verdict
 from .settings import Settings
 from .signatures import with_placeholder_signatures
@@ -43,6 +43,7 @@ T = TypeVar("T")
 
 MAX_WAIT = 5.0   # longest wait for a key resting after upstream errors, per wait
 MAX_WAITS = 3    # waits per request
+MAX_PACED_WAIT = 60.0  # seconds a request may wait in all for keys pacing (KEY_MIN_INTERVAL_MS)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Trace:
 
     model: str = ""
     asked: str = ""  # the model id the client asked for, when an alias (MODEL_ALIASES) served another
+    client: Any = None  # the client key (server/client_keys.py) the request came with; None: the owner
     key_fp: str | None = None
     attempts: int = 0
     prompt_tokens: int = 0
@@ -62,8 +64,20 @@ def tokens(reply: dict[str, Any] | None) -> tuple[int, int]:
     return prompt, completion
 
 
+class Observer(Protocol):
+    """Who watches attempts from outside (server/ops.py: GET /metrics and the alert webhook)."""
+
+    def attempt(self, key: Key, model: str, result: str) -> None:
+        """An upstream call ended: `result` is "ok" or the failure's kind."""
+
+    def unavailable(self, provider: str, model: str, u: Unavailable) -> None:
+        """A request found no key left to try, for the reason `u`."""
+
+
 class Attempts:
     """Book-keeping for the attempts of one request, and what they do to the keys."""
+
+    observer: Observer | None = None  # set by the Dispatcher
 
     def __init__(self, pool: KeyPool, model: str, max_attempts: int, max_empty: int, trace: Trace | None = None,
                  provider: str = "gemini", deadline: float = 0.0, upstream: str = "Gemini",
@@ -86,6 +100,7 @@ class Attempts:
         self.empty = 0
         self.count = 0
         self.waits = 0
+        self.paced = 0.0  # seconds waited for pacing keys
 
     def next_keys(self, width: int) -> list[Key]:
         keys: list[Key] = []
@@ -104,6 +119,8 @@ class Attempts:
     def succeeded(self, key: Key, reply: dict[str, Any] | None) -> None:
         prompt, completion = tokens(reply)
         self.pool.success(key, self.model, prompt, completion)
+        if self.observer is not None:
+            self.observer.attempt(key, self.model, "ok")
         self.trace.key_fp = key.fp
         self.trace.prompt_tokens, self.trace.completion_tokens = prompt, completion
 
@@ -119,6 +136,9 @@ class Attempts:
         else:
             log.info("key %s, model %s: %s: %s", key, model or "-", failure.kind, message)
         pool.failure(key, model, failure.kind, failure.message)
+        pool.learn(key, model, failure)  # the project and the limits Google named (pool/learned.py)
+        if self.observer is not None:
+            self.observer.attempt(key, model, failure.kind)
         if isinstance(failure, Unreachable) and not failure.reached:
             pool.release(key, model)
         effect = v.key
@@ -148,8 +168,10 @@ class Attempts:
                              upstream=self.upstream)
 
     def exhausted(self) -> DispatchError:
-        return DispatchError(self.failures, unavailable=self.pool.unavailable(self.model, self.avoid, self.provider),
-                             model=self.model, upstream=self.upstream)
+        u = self.pool.unavailable(self.model, self.avoid, self.provider)
+        if self.observer is not None:
+            self.observer.unavailable(self.provider, self.model, u)
+        return DispatchError(self.failures, unavailable=u, model=self.model, upstream=self.upstream)
 
 
 def _event_output(event: dict[str, Any]) -> tuple[bool, bool, str]:
@@ -195,11 +217,15 @@ class Dispatcher:
         self.settings = settings
         self._list_offset = 0
         self._spares: set[asyncio.Future[Any]] = set()
+        self.sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep  # waits for a key (tests: a manual clock's)
+        self.observer: Observer | None = None  # the app's (server/ops.py)
 
     def _attempts(self, model: str, trace: Trace | None, prefer: str | None = None) -> Attempts:
         s = self.settings()
-        return Attempts(self.pool, model, s.MAX_RETRY_NUM, s.MAX_EMPTY_RESPONSES, trace, self.provider,
-                        s.REQUEST_DEADLINE, getattr(self.gemini, "name", self.provider), prefer)
+        a = Attempts(self.pool, model, s.MAX_RETRY_NUM, s.MAX_EMPTY_RESPONSES, trace, self.provider,
+                     s.REQUEST_DEADLINE, getattr(self.gemini, "name", self.provider), prefer)
+        a.observer = self.observer
+        return a
 
     async def _keys(self, attempts: Attempts, width: int) -> list[Key]:
         """Keys for the next round; waits briefly when every key is only resting; raises when none is left."""
@@ -207,14 +233,21 @@ class Dispatcher:
             keys = attempts.next_keys(width)
             if keys:
                 return keys
-            if attempts.count < attempts.max_attempts and attempts.waits < MAX_WAITS:
+            if attempts.count < attempts.max_attempts:
                 u = self.pool.unavailable(attempts.model, attempts.avoid, self.provider)
-                if not u.quota and 0 < u.retry_after <= MAX_WAIT:
+                # keys pacing (KEY_MIN_INTERVAL_MS) are waited for as long as MAX_PACED_WAIT allows: spreading a
+                # burst is their purpose; keys resting after errors a few times briefly
+                if not u.quota and 0 < u.retry_after and (
+                        attempts.paced + u.retry_after <= MAX_PACED_WAIT if u.pacing else
+                        u.retry_after <= MAX_WAIT and attempts.waits < MAX_WAITS):
                     left = attempts.remaining()
                     if left is not None and left <= u.retry_after:
                         raise attempts.timed_out()
-                    attempts.waits += 1
-                    await asyncio.sleep(u.retry_after)
+                    if u.pacing:
+                        attempts.paced += u.retry_after
+                    else:
+                        attempts.waits += 1
+                    await self.sleep(u.retry_after)
                     continue
             raise attempts.exhausted()
 
@@ -279,6 +312,8 @@ class Dispatcher:
             reply = task.result()
             prompt, completion = tokens(reply)
             self.pool.success(key, attempts.model, prompt, completion)
+            if attempts.observer is not None:
+                attempts.observer.attempt(key, attempts.model, "ok")
             spare(reply)
         elif isinstance(exc, UpstreamFailure):
             try:
@@ -409,6 +444,7 @@ class Dispatcher:
                 return await call(key)
             except UpstreamFailure as f:
                 failures.append(f)
+                self.pool.learn(key, "", f)  # the project its error names (pool/learned.py)
                 v = verdict(f)
                 if v.key is KeyEffect.DISABLE:
                     log.warning("key %s taken out of rotation: %s: %s", key, f.kind, f.message)

@@ -37,7 +37,7 @@ class EmbeddingService:
         trace.model = plan.model
         if not await self.catalog.knows_embedding(plan.model):
             raise model_not_found(plan.requested)
-        refused = self.limits.admit(client_ip)
+        refused = self.limits.admit(client_ip, trace)
         if refused is not None:
             raise refused
         return plan

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import math
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from tornado.httputil import HTTPServerRequest
 
@@ -130,6 +131,7 @@ class ClientLimits:
         self.per_ip: dict[str, int] = {}
         self._dirty: set[str] = set()
         self._pending: list[tuple[str, str, int]] = []
+        self.client_keys: Any = None  # ClientKeys (set by the app)
 
     def _check_day(self) -> None:
         day = self.quota_day.today()
@@ -139,8 +141,15 @@ class ClientLimits:
             self.per_ip = {}
             self.day = day
 
-    def admit(self, ip: str) -> ApiError | None:
-        """Count one request from `ip`, or say why it is refused (a 429 in the OpenAI shape)."""
+    def admit(self, ip: str, trace: Any = None) -> ApiError | None:
+        """Count one request from `ip`, or say why it is refused (a 429 in the OpenAI shape). A request made with
+        a client key (`trace.client`) is first held to that key's own limits and models (server/client_keys.py),
+        checked against `trace.model`, the model that serves it."""
+        client = getattr(trace, "client", None)
+        if client is not None and self.client_keys is not None:
+            refused = self.client_keys.admit(client, trace.model)
+            if refused is not None:
+                return refused
         s = self.settings()
         self._check_day()
         per_minute, per_day = s.MAX_REQUESTS_PER_MINUTE, s.MAX_REQUESTS_PER_DAY_PER_IP

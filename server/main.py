@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from . import __version__
 from .app import Keyloom, StartupError
 from .auth import ADMIN_PASSWORD_FILE, PASSWORD_FILE, load_or_create_password, password_matches
+from .client_keys import parse_config as parse_client_keys
 from .clock import OffsetClock
 from .keyshapes import looks_like_gemini_key, valid_key_text
 from .legacy import hajimi_env
@@ -140,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env(env)
         providers = load_providers(settings)
+        parse_client_keys(settings.CLIENT_KEYS)  # a key the owner meant to give must not silently not work
     except SettingsError as e:
         sys.stderr.write("Keyloom cannot start: invalid settings\n")
         for p in e.problems:

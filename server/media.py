@@ -63,8 +63,8 @@ class MediaService:
             raise model_not_found(asked)
         return model
 
-    def _admit(self, client_ip: str) -> None:
-        refused = self.limits.admit(client_ip)
+    def _admit(self, client_ip: str, trace: Trace) -> None:
+        refused = self.limits.admit(client_ip, trace)
         if refused is not None:
             raise refused
 
@@ -82,7 +82,7 @@ class MediaService:
                 body = _encode(img.gemini_request(req, model, inputs))
         except TranslationError as e:
             raise bad_request(e.message, e.param) from None
-        self._admit(client_ip)
+        self._admit(client_ip, trace)
         try:
             if is_imagen(model):
                 images, said = await self._imagen(model, body, trace), ""
@@ -139,7 +139,7 @@ class MediaService:
             body = _encode(tts.speech_request(req))
         except TranslationError as e:
             raise bad_request(e.message, e.param) from None
-        self._admit(client_ip)
+        self._admit(client_ip, trace)
         try:
             reply = await self.dispatcher.generate(model, body, trace)
         except DispatchError as e:

@@ -144,7 +144,7 @@ class NativeService:
         if not known:
             raise not_found(model, version)
         if method != COUNT:
-            refused = self.limits.admit(client_ip)
+            refused = self.limits.admit(client_ip, trace)
             if refused is not None:
                 raise refused
 

@@ -23,6 +23,7 @@ class SettingFields:
     UPSTREAM_STREAM_IDLE_TIMEOUT: float
     REQUEST_DEADLINE: float
     UPSTREAM_PROXY: str
+    UPSTREAM_PROXIES: list[str]
     MODELS_REFRESH_INTERVAL: float
     MAX_REQUEST_BODY_MB: float
     MAX_CONNECTIONS: int
@@ -39,6 +40,8 @@ class SettingFields:
     ACCESS_LOG: bool
     API_KEY_DAILY_LIMIT: int
     MODEL_DAILY_LIMITS: dict[str, int]
+    KEY_MIN_INTERVAL_MS: int
+    KEY_RECHECK_MINUTES: float
     QUOTA_RESET_TZ: str
     FLUSH_INTERVAL: float
     SHUTDOWN_GRACE: float
@@ -54,6 +57,8 @@ class SettingFields:
     MAX_CONVERSATIONS_MB: float
     RESPONSES_STORE_DAYS: float
     RESPONSES_STORE_MB: float
+    CLIENT_KEYS: str
+    MODEL_FALLBACKS: str
     MODEL_ALIASES: dict[str, str]
     UVLOOP: bool
     EXTRA_MODELS: list[str]
@@ -86,3 +91,7 @@ class SettingFields:
     VERTEX_MODEL_PREFIX: str
     PROVIDERS_FILE: str
     PROVIDERS: str
+    METRICS: bool
+    METRICS_ALLOW: list[str]
+    ALERT_WEBHOOK_URL: str
+    ALERT_WEBHOOK_MINUTES: int

@@ -171,6 +171,14 @@ def parse_value(spec: SettingSpec, raw: str) -> Any:
         return text.rstrip("/")
     if t == "proxy":
         return _proxy_url(text)
+    if t == "proxies":  # UPSTREAM_PROXIES: each checked as UPSTREAM_PROXY is; the message names it by place
+        urls = []
+        for n, item in enumerate(split_list(text), 1):
+            try:
+                urls.append(_proxy_url(item))
+            except ValueError as e:
+                raise ValueError(f"proxy {n}: {e}") from None
+        return urls
     raise ValueError(f"unknown setting type {t!r} in conf/settings.toml")
 
 
@@ -192,7 +200,7 @@ def format_value(spec: SettingSpec, value: Any) -> str:
     """A value written back as the text an environment variable would hold (parse_value's inverse)."""
     if spec.type == "bool":
         return "true" if value else "false"
-    if spec.type in ("list", "keys"):
+    if spec.type in ("list", "keys", "proxies"):
         return ", ".join(value)
     if spec.type in ("intmap", "strmap"):
         return ", ".join(f"{k}={v}" for k, v in value.items())
@@ -306,7 +314,7 @@ def readme_with_table(text: str, lang: str) -> str:
 
 PY_TYPES = {"str": "str", "int": "int", "float": "float", "bool": "bool", "list": "list[str]", "keys": "list[str]",
             "intmap": "dict[str, int]", "strmap": "dict[str, str]", "hops": "int | str", "tz": "str", "path": "str",
-            "url": "str", "proxy": "str"}
+            "url": "str", "proxy": "str", "proxies": "list[str]"}
 FIELDS_PATH = ROOT / "server" / "setting_fields.py"
 
 

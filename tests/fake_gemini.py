@@ -77,7 +77,42 @@ def leaked_body() -> dict[str, Any]:
     return error_body(403, "PERMISSION_DENIED", "Your API key was reported as leaked. Please use another API key.")
 
 
-def quota_body(model: str, per: str = "minute", retry: str = "47s") -> dict[str, Any]:
+def quota_body(model: str, per: str = "minute", retry: str = "47s", value: int | None = None,
+               project: str | None = None) -> dict[str, Any]:
+    """Google's 429. With `value`, the violation carries `quotaValue` (the limit, as newer bodies do); with
+    `project`, an ErrorInfo names the consumer project (`projects/N`) and the message its number, as Google's
+    quota errors do ("… for consumer 'project_number:N'")."""
+    body = _quota_body(model, per, retry)
+    err = body["error"]
+    if value is not None:
+        err["details"][1]["violations"][0]["quotaValue"] = str(value)
+        err["message"] = err["message"].replace(f"limit: {10 if per == 'minute' else 250},", f"limit: {value},")
+    if project is not None:
+        err["message"] += f" Quota exceeded for consumer 'project_number:{project}'."
+        err["details"].append({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMIT_EXCEEDED",
+                               "domain": "googleapis.com",
+                               "metadata": {"consumer": f"projects/{project}",
+                                            "service": "generativelanguage.googleapis.com"}})
+    return body
+
+
+def service_disabled_body(project: str) -> dict[str, Any]:
+    """403 SERVICE_DISABLED: the Generative Language API is not enabled in the key's project (as recorded in
+    tests/data/gemini_corpus/47-error-403-api-not-enabled.json)."""
+    url = f"https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?project={project}"
+    return error_body(403, "PERMISSION_DENIED",
+                      f"Generative Language API has not been used in project {project} before or it is disabled. "
+                      f"Enable it by visiting {url} then retry. If you enabled this API recently, wait a few minutes "
+                      "for the action to propagate to our systems and retry.", [
+                          {"@type": "type.googleapis.com/google.rpc.Help",
+                           "links": [{"description": "Google developers console API activation", "url": url}]},
+                          {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SERVICE_DISABLED",
+                           "domain": "googleapis.com",
+                           "metadata": {"service": "generativelanguage.googleapis.com",
+                                        "consumer": f"projects/{project}"}}])
+
+
+def _quota_body(model: str, per: str = "minute", retry: str = "47s") -> dict[str, Any]:
     quota_id = ("GenerateRequestsPerMinutePerProjectPerModel-FreeTier" if per == "minute"
                 else "GenerateRequestsPerDayPerProjectPerModel-FreeTier")
     limit = 10 if per == "minute" else 250  # the free tier's; "limit: 0" is Google's word for "no free tier"
@@ -123,7 +158,8 @@ KEY_BEHAVIOURS: dict[str, Callable[[str, str], tuple[int, dict[str, Any]]]] = {
     "overloaded": lambda key, model: (503, overloaded_body()),
     "internal": lambda key, model: (500, internal_body()),
 }
-ALWAYS = frozenset({"invalid", "suspended", "leaked"})  # these also refuse model listing
+ALWAYS = frozenset({"invalid", "suspended", "leaked", "service_disabled"})  # these also refuse model listing
+DEFAULT_PROJECT = "123456789012"
 
 
 # -- replies -------------------------------------------------------------------------------------
@@ -268,6 +304,7 @@ class Recorded:
     body: Any
     time: float
     raw: bytes = b""
+    peer: tuple[str, int] | None = None  # the caller's address: which proxy carried it (tests/test_proxies_per_key.py)
 
 
 def wire_field(obj: Any, name: str) -> Any:
@@ -325,6 +362,7 @@ class FakeGemini:
     def __init__(self, models: list[dict[str, Any]] | None = None):
         self.models = models if models is not None else list(DEFAULT_MODELS)
         self.keys: dict[str, str] = {}
+        self.projects: dict[str, str] = {}  # key → Google Cloud project number its errors name (service_disabled)
         self.key_model: dict[tuple[str, str], str] = {}  # (key, model) → behaviour, before `keys`
         self.unknown_key = "invalid"          # behaviour for keys not in `keys`; "ok" accepts any key
         self.script: collections.deque[Reply] = collections.deque()
@@ -349,6 +387,7 @@ class FakeGemini:
 
     def reset(self) -> None:
         self.keys.clear()
+        self.projects.clear()
         self.key_model.clear()
         self.unknown_key = "invalid"
         self.script.clear()
@@ -407,6 +446,11 @@ class FakeGemini:
             await self.server.close_all_connections()
 
 
+def _peer(request: Any) -> tuple[str, int] | None:
+    address = getattr(getattr(request.connection, "context", None), "address", None)
+    return (str(address[0]), int(address[1])) if isinstance(address, tuple) and len(address) >= 2 else None
+
+
 class _Base(tornado.web.RequestHandler):
     def initialize(self, fake: FakeGemini) -> None:
         self.fake = fake
@@ -422,7 +466,7 @@ class _Base(tornado.web.RequestHandler):
                 body = self.request.body
         rec = Recorded(self.request.method, self.request.path,
                        {k: v[-1].decode() for k, v in self.request.query_arguments.items()},
-                       key, model, action, body, time.time(), self.request.body)
+                       key, model, action, body, time.time(), self.request.body, _peer(self.request))
         if self.fake.record:
             self.fake.requests.append(rec)
         return rec
@@ -446,6 +490,9 @@ class _Base(tornado.web.RequestHandler):
             self.send_json(403, error_body(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers "
                                            "(callers without established identity). Please use API Key or other "
                                            "form of API consumer identity to call this API."))
+            return True
+        if behaviour == "service_disabled":  # names the key's project (`fake.projects`)
+            self.send_json(403, service_disabled_body(self.fake.projects.get(key or "", DEFAULT_PROJECT)))
             return True
         status, body = KEY_BEHAVIOURS[behaviour](key or "", model)
         self.send_json(status, body)

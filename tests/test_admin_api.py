@@ -16,7 +16,7 @@ from tests.support.admin import AdminClient
 
 ADMIN = "admin-password-abcdefghij"
 SAMPLE = {r"([0-9a-f]{12})": "0123456789ab", r"(enable|reset)": "enable", r"([A-Z0-9_]+)": "FAKE_STREAMING",
-          r"([a-z0-9]+)": "t1"}
+          r"([a-z0-9]+)": "t1", r"([A-Za-z0-9\-]{1,40})": "cfg-0123456789ab"}
 PROTECTED = [p for p, h in admin_routes("") if "/api/" in p and not p.endswith("/login")]
 
 

@@ -11,6 +11,7 @@ import trustme
 from server.upstream.gemini import GeminiClient
 from server.upstream.http import ConnectFailed, HttpClient, Origin
 from tests.fake_gemini import FakeGemini
+from tests.support.proxies import pipe_both
 
 
 @pytest.fixture(scope="module")
@@ -53,17 +54,7 @@ class Proxy:
             path = target.split("/", 3)[3]
             up_w.write(head.replace(target.encode(), b"/" + path.encode(), 1))
 
-        async def pipe(src, dst):
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        await pipe_both(reader, writer, up_r, up_w)
 
 
 async def tls_fake(ca):

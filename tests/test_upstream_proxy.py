@@ -305,11 +305,11 @@ def test_image_urls_are_fetched_through_the_proxy(start_keyloom, fake, start_pro
 # -- a proxy URL Keyloom cannot use stops the start, naming UPSTREAM_PROXY and not the password -------------------
 
 @pytest.mark.parametrize("url, reason", [
-    ("socks5://bot:{}@127.0.0.1:1080", "socks5:// proxies are not supported"),
+    ("socks4://bot:{}@127.0.0.1:1080", "socks4:// proxies are not supported"),  # socks5: test_proxies_per_key
     ("http://bot:{}@proxy.example", "needs its port"),
     ("https://bot:{}@proxy.example:99999", "port is not valid"),
     ("ftp://bot:{}@proxy.example:21", "http:// or https://"),
-], ids=["socks5", "no-port", "bad-port", "ftp"])
+], ids=["socks4", "no-port", "bad-port", "ftp"])
 def test_a_proxy_url_that_cannot_be_used_stops_the_start(fake, tmp_path, url, reason):
     url = url.format(quote(PROXY_PASSWORD, safe=""))
     code, out = fails_to_start(KeyloomProcess(env=env_for(fake, UPSTREAM_PROXY=url), data_dir=tmp_path))

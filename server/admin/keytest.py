@@ -66,6 +66,7 @@ class KeyTests:
             await self.client_for(key).check_key(key.secret)
         except UpstreamFailure as f:
             message = self.redact(" ".join(f.message.split()))
+            self.pool.learn(key, "", f)  # the project its error names (pool/learned.py)
             disabled = False
             if verdict(f).key is KeyEffect.DISABLE:
                 disabled = key.disabled_reason is None

@@ -105,7 +105,7 @@ class AdminService:
 
     async def status(self) -> dict[str, Any]:
         await self._fresh()
-        return {"service": await self.stats.service(), "keys": self.stats.keys()}
+        return {"service": await self.stats.service(), "keys": self.stats.keys(), "proxies": self.stats.proxies()}
 
     async def charts(self) -> dict[str, Any]:
         await self._fresh()

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from ..pool.learned import mask_project
 from ..store.requestlog import OUTCOMES, outcome
 
 if TYPE_CHECKING:
@@ -16,6 +17,9 @@ _CLASS = "CASE WHEN status < 400 THEN 'ok' WHEN status = 429 THEN 'limited' WHEN
          "ELSE 'error' END"
 STATUS_FILTERS = {"ok": "status < 400", "error": "status >= 400", "4xx": "status >= 400 AND status < 500",
                   "5xx": "status >= 500", "429": "status = 429"}
+
+
+PER_KEY_EGRESS = ("gemini", "vertex")  # the providers whose calls take a key's own proxy (UPSTREAM_PROXIES)
 
 
 def _round(x: float | None, digits: int = 1) -> float | None:
@@ -92,6 +96,11 @@ class Stats:
         per_key: dict[str, list[tuple[str, Any]]] = {}
         for (fp, model), u in pool.usage.rows.items():
             per_key.setdefault(fp, []).append((model, u))
+        now = kl.clock.time()
+        learned_models: dict[str, list[str]] = {}  # models with a limit learned from Google, per key
+        for fp, model in pool.learned.limits:
+            if pool.learned.get(fp, model, now) is not None:
+                learned_models.setdefault(fp, []).append(model)
         out = []
         for key in pool.keys:
             state, until, why = pool.state(key)
@@ -99,12 +108,21 @@ class Stats:
             for m, ms in key.models.items():
                 if m not in models and (ms.exhausted_day == pool.day or ms.cooldown_until > kl.clock.time()):
                     models[m] = None
+            for m in learned_models.get(key.fp, ()):
+                if m not in models:
+                    models[m] = None
             rows = []
             req = ok = fail = pt = ct = 0
             for m in sorted(models):
                 u = models[m]
                 mstate, muntil = pool.model_state(key, m)
+                learned = pool.learned.get(key.fp, m, now)
+                # "limit": the configured one (API_KEY_DAILY_LIMIT, MODEL_DAILY_LIMITS); "learned": what Google's
+                # 429s named for this key's project (pool/learned.py)
                 r = {"model": m, "limit": pool.limits.for_model(m, key.provider), "state": mstate, "until": muntil,
+                     "learned": None if learned is None else {
+                         "per_day": learned.per_day, "per_minute": learned.per_minute,
+                         "tokens_per_minute": learned.tokens_per_minute, "learned_at": learned.learned_at},
                      "requests": 0, "successes": 0, "failures": 0, "tokens": 0}
                 if u is not None:
                     r.update(requests=u.requests, successes=u.successes, failures=u.failures,
@@ -117,14 +135,23 @@ class Stats:
                 rows.append(r)
             out.append({
                 "fp": key.fp, "masked": key.masked, "source": key.source, "provider": key.provider,
+                "project": mask_project(pool.learned.project_of(key.fp) or "") or None,
                 "state": state, "until": until,
                 "why": kl.redactor(why) if why else why,
                 "requests": req, "successes": ok, "failures": fail, "prompt_tokens": pt, "completion_tokens": ct,
                 "tokens": pt + ct, "models": rows,
                 "last_error": kl.redactor(key.last_error) if key.last_error else None,
                 "last_error_at": key.last_error_at, "disabled_at": key.disabled_at,
+                # UPSTREAM_PROXIES: the proxy it leaves through (scheme://host:port only), None when not per key
+                "proxy": kl.egress.key_view(key.fp) if key.provider in PER_KEY_EGRESS else None,
             })
         return out
+
+    def proxies(self) -> list[dict[str, Any]]:
+        """UPSTREAM_PROXIES and their health ([] when it is empty)."""
+        kl = self.kl
+        fps = [k.fp for k in kl.pool.keys if k.provider in PER_KEY_EGRESS]
+        return kl.egress.view(fps, kl.redactor)
 
     async def charts(self) -> dict[str, Any]:
         kl = self.kl
@@ -160,12 +187,12 @@ class Stats:
                 where, params = "WHERE status = ?", [int(status)]
         rows = await kl.db.fetchall(
             "SELECT id, ts, model, key_fp, attempts, status, latency_ms, prompt_tokens, completion_tokens, "
-            f"client_ip, stream, error FROM request_log {where} ORDER BY id DESC LIMIT ?", (*params, limit))
+            f"client_ip, stream, error, client FROM request_log {where} ORDER BY id DESC LIMIT ?", (*params, limit))
         out = []
-        for id_, ts, model, fp, attempts, st, lat, pt, ct, ip, stream, error in rows:
+        for id_, ts, model, fp, attempts, st, lat, pt, ct, ip, stream, error, client in rows:
             key = kl.pool.get(fp) if fp else None
             out.append({"id": id_, "ts": ts, "model": model, "key_fp": fp, "key": key.masked if key else None,
                         "attempts": attempts, "status": st, "outcome": outcome(st), "latency_ms": lat,
                         "prompt_tokens": pt, "completion_tokens": ct, "client_ip": ip, "stream": bool(stream),
-                        "error": kl.redactor(error) if error else None})
+                        "error": kl.redactor(error) if error else None, "client": client})
         return out

@@ -22,7 +22,8 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {"app.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript; charset=utf-8",
           "login.js": "text/javascript; charset=utf-8", "i18n.js": "text/javascript; charset=utf-8",
           "icon.svg": "image/svg+xml", "chat.js": "text/javascript; charset=utf-8",
-          "chat.css": "text/css; charset=utf-8", "ui.js": "text/javascript; charset=utf-8"}
+          "chat.css": "text/css; charset=utf-8", "ui.js": "text/javascript; charset=utf-8",
+          "clientkeys.js": "text/javascript; charset=utf-8"}  # the Client keys section of the dashboard
 MAX_ADMIN_BODY = 1024 * 1024  # 10 000 keys pasted at once fit; nothing the admin API takes needs more
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -258,6 +259,10 @@ def admin_routes(base: str) -> list[tuple[str, type[BaseHandler]]]:
         (api + "/keys/([0-9a-f]{12})/(enable|reset)", KeyActionHandler),
         (api + "/jobs/([a-z0-9]+)", JobHandler),
     ]
+    from .admin_keys import key_management_routes  # here: admin_keys subclasses this module's handlers
+    routes += key_management_routes(api)  # notes, tags, disabling by hand, invalid keys, history
+    from .client_keys import client_key_routes  # imports this module: after it is defined
+    routes += client_key_routes(api)
     if base:
         routes.append((base, AdminRedirectHandler))
     return routes

@@ -16,6 +16,7 @@ from tornado.iostream import StreamClosedError
 from ..auth import presented_credentials
 from ..errors import ApiError, storage_error, too_many_connections, unauthorized
 from ..limits import client_key
+from ..metrics import observe_request
 from ..redact import snippet
 from ..request_context import ClientGone, RequestContext
 from ..store.requestlog import RequestRow
@@ -287,7 +288,11 @@ class BaseHandler(tornado.web.RequestHandler):
 
 
 class ApiHandler(BaseHandler):
-    """Needs the client password (or a page session of the playground or dashboard)."""
+    """Needs the client password, a client key (server/client_keys.py) where `takes_client_keys`, or a page
+    session of the playground or dashboard."""
+
+    takes_client_keys = True  # the API's doors; the playground's own API is the owner's alone
+    client_key: Any = None    # the ClientKey this request came with (None: PASSWORD or a page session)
 
     def refusal(self) -> ApiError | None:
         if self.request.method == "OPTIONS":
@@ -300,7 +305,14 @@ class ApiHandler(BaseHandler):
                                 code="client_not_allowed")
         offered = presented_credentials(self.request)
         if offered:  # counted when wrong; refused while this client is throttled
-            return self.kl.gate.check(self.client, offered, self.kl.password, unauthorized)
+            keys = self.kl.client_keys
+            if not self.takes_client_keys or not keys.by_hash:
+                return self.kl.gate.check(self.client, offered, self.kl.password, unauthorized)
+            refused, self.client_key = self.kl.gate.identify(self.client, offered, self.kl.password, keys.find,
+                                                              unauthorized)
+            if refused is None and self.client_key is not None:
+                refused = keys.usable(self.client_key)  # switched off or expired: 401 before any body is read
+            return refused
         if self.session_ok():
             return None
         return unauthorized()
@@ -348,11 +360,14 @@ class LoggedHandler(JsonBodyHandler):
         """The request's context, passed down to the services: its trace for the log row, and what hanging up
         does (`X-Keyloom-Cancel: on-close`: the client's Stop means stop)."""
         self.ctx = RequestContext(cancel_on_close=self.request.headers.get("X-Keyloom-Cancel") == "on-close")
+        self.ctx.trace.client = self.client_key
         self.stream_requested = stream
         return self.ctx
 
     def on_finish(self) -> None:
         super().on_finish()
+        if self.kl.metrics.enabled:  # GET /metrics: the one per-request count (server/metrics.py)
+            observe_request(self.kl, self)
         if self.ctx is None:
             return  # refused before it was parsed (auth, size): nothing worth a row
         trace = self.ctx.trace
@@ -363,7 +378,10 @@ class LoggedHandler(JsonBodyHandler):
             attempts=trace.attempts, status=CLIENT_CLOSED if self.ctx.client_gone and not self.error_status
             else self.logical_status(), latency_ms=1000.0 * r.request_time(),
             prompt_tokens=trace.prompt_tokens, completion_tokens=trace.completion_tokens, client_ip=self.client_ip,
-            stream=self.stream_requested, error=self.error_message))
+            stream=self.stream_requested, error=self.error_message,
+            client=trace.client.name if trace.client is not None else None))
+        if trace.client is not None and trace.model:
+            self.kl.client_keys.spent(trace.client, trace.model, trace.prompt_tokens + trace.completion_tokens)
 
 
 class NotFoundHandler(BaseHandler):

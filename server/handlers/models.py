@@ -43,6 +43,10 @@ class ModelsHandler(_Shared):
         data = [_model(self, m) for m in ids]
         if kind != "embedding":
             data += [_alias(self, name, target) for name, target in listed_aliases(self.kl.settings.MODEL_ALIASES)]
+        ck = self.client_key
+        if ck is not None and ck.models:  # a client key sees the models it may use (aliases by what serves them)
+            allows, served = self.kl.client_keys.allows, self.kl.chat.served
+            data = [m for m in data if allows(ck, served(m["id"]))]
         self.write_json({"object": "list", "data": data})
 
 

@@ -82,6 +82,8 @@ class ChatSessionHandler(_Page):
 
 
 class _Api(ApiHandler):
+    takes_client_keys = False  # the playground is the owner's: PASSWORD or its page session
+
     def set_default_headers(self) -> None:  # same-origin only: no CORS for saved conversations
         pass
 

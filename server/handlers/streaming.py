@@ -102,6 +102,7 @@ class StreamingHandler(LoggedHandler):
         return body
 
     last_write = 0.0  # when this stream last wrote anything (the keep-alive ticker reads it)
+    first_event_at = 0.0  # time.time() of its first event of output (GET /metrics: time to first event)
 
     def _commit(self, keepalive: bool) -> None:
         """Send the SSE headers (status 200 from here on), maybe a first keep-alive, and join the ticker."""
@@ -166,6 +167,8 @@ class StreamingHandler(LoggedHandler):
                     committed = True
                 self.write(data)
                 self.last_write = time.monotonic()
+                if not self.first_event_at:
+                    self.first_event_at = time.time()
                 await safe_flush(self)
                 ctx.scope = pending = asyncio.ensure_future(it.__anext__())
         finally:

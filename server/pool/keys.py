@@ -13,7 +13,7 @@ only where a request is sent upstream.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -21,6 +21,8 @@ from zoneinfo import ZoneInfo
 from ..clock import Clock
 from ..keyshapes import valid_key_text
 from ..redact import fingerprint, mask
+from ..upstream.failures import QuotaExceeded, UpstreamFailure
+from .learned import MINUTE, LearnedLimits, RecentCalls, mask_project
 from .quota import DailyLimits, MemoryUsage, QuotaDay
 
 BACKOFF_BASE = 1.0        # seconds after the first 5xx/timeout in a row; doubles with each one after
@@ -101,6 +103,7 @@ class Unavailable:
     quota: bool          # quotas or limits keep the keys out (429), not only transient back-off (503)
     next_day: bool       # the earliest key frees up only with the next quota day
     detail: str
+    pacing: bool = False  # only KEY_MIN_INTERVAL_MS keeps the first key out: waiting is the point
 
 
 class KeyPool:
@@ -120,6 +123,11 @@ class KeyPool:
         self._rot: dict[tuple[str, str], _Rotation] = {}  # (provider, model) → rotation
         self._dirty_keys: set[str] = set()
         self._dirty_models: set[tuple[str, str]] = set()
+        self.learned = LearnedLimits()   # limits and projects Google named (pool/learned.py)
+        self.recent = RecentCalls()      # last calls per key × model: pacing and learned per-minute limits
+        self.pacing: Callable[[], float] = lambda: 0.0  # KEY_MIN_INTERVAL_MS in seconds (set by the app)
+        # called as on_event("key_disabled", key, reason) after Keyloom takes a key out (server/ops.py: alerts)
+        self.on_event: Callable[[str, Key, str], None] | None = None
         for s in secrets:
             self.add(s)
 
@@ -159,6 +167,7 @@ class KeyPool:
             ms.cooldown_until, ms.exhausted_day, ms.reason = 0.0, None, None
             self._dirty_models.add((key.fp, model))
         key.backoff_failures, key.backoff_until = 0, 0.0
+        self.learned.forget(key.fp)
         self._dirty_keys.add(key.fp)
         self._rot.clear()
 
@@ -200,6 +209,43 @@ class KeyPool:
         ms = key.models.get(model)
         return ms is None or ms.cooldown_until <= now
 
+    def _group(self, fp: str) -> set[str]:
+        """The key and the other keys of its Google Cloud project: they share its quotas."""
+        return self.learned.peers(fp) | {fp}
+
+    def held(self, key: Key, model: str, now: float) -> tuple[str, float] | None:
+        """Why a key its state allows must still not take `model` now, and until when: "day" (its project's
+        requests today reached the daily limit Google named), "minute" (its project's calls of the last minute
+        reached the per-minute limit Google named) or "pacing" (its last call on the model is more recent than
+        KEY_MIN_INTERVAL_MS). None: it may go."""
+        learned = self.learned.get(key.fp, model, now)
+        if learned is not None:
+            if learned.per_day is not None:
+                group = self._group(key.fp)
+                used = sum(self.usage.requests(fp, model) for fp in group)
+                if used >= learned.per_day:
+                    return "day", self.quota_day.next_reset()
+            if learned.per_minute is not None:
+                if learned.per_minute <= 0:
+                    return "day", self.quota_day.next_reset()  # "limit: 0": this tier has no such model
+                times = sorted(t for fp in self._group(key.fp) for t in self.recent.in_last_minute(fp, model, now))
+                if len(times) >= learned.per_minute:
+                    return "minute", times[len(times) - learned.per_minute] + MINUTE
+        gap = self.pacing()
+        if gap > 0:
+            last = self.recent.last.get((key.fp, model))
+            if last is not None and now - last < gap:
+                return "pacing", last + gap
+        return None
+
+    def _take(self, key: Key, model: str, rot: _Rotation, level: int, now: float) -> Key:
+        """Reserve the key for one call: counted now, and remembered for pacing and per-minute limits."""
+        self.usage.add(key.fp, model, requests=1)
+        rot.put(key, level + 1)  # to the back of the next level: round-robin among equals
+        learned = self.learned.get(key.fp, model, now)
+        self.recent.add(key.fp, model, now, learned is not None and learned.per_minute is not None)
+        return key
+
     def pick(self, model: str, avoid: Iterable[str] = (), provider: str = "gemini",
              prefer: str | None = None) -> Key | None:
         """The least-used key ready for `model` (not in `avoid`), reserved: its request is counted now,
@@ -213,18 +259,15 @@ class KeyPool:
         if prefer is not None and prefer not in avoid:
             level = rot.level_of.get(prefer)
             key = self._by_fp.get(prefer)
-            if key is not None and level is not None and (not limit or level < limit) and self._ready(key, model, now):
-                self.usage.add(key.fp, model, requests=1)
-                rot.put(key, level + 1)
-                return key
+            if key is not None and level is not None and (not limit or level < limit) and \
+                    self._ready(key, model, now) and self.held(key, model, now) is None:
+                return self._take(key, model, rot, level, now)
         for level, key in rot.ordered():
             if limit and level >= limit:
                 break  # this level and every one after it is at the daily limit
-            if key.fp in avoid or not self._ready(key, model, now):
+            if key.fp in avoid or not self._ready(key, model, now) or self.held(key, model, now) is not None:
                 continue
-            self.usage.add(key.fp, model, requests=1)
-            rot.put(key, level + 1)  # to the back of the next level: round-robin among equals
-            return key
+            return self._take(key, model, rot, level, now)  # ends the iteration before the levels change
         return None
 
     def release(self, key: Key, model: str) -> None:
@@ -232,6 +275,7 @@ class KeyPool:
         if self.usage.day != self.day or self.usage.requests(key.fp, model) <= 0:
             return
         self.usage.add(key.fp, model, requests=-1)
+        self.recent.take_back(key.fp, model)
         rot = self._rot.get((key.provider, model))
         if rot is not None and key.fp in rot.level_of:
             rot.put(key, self.usage.requests(key.fp, model))
@@ -255,6 +299,29 @@ class KeyPool:
         self.usage.add(key.fp, model, failure=kind)
         self.note_error(key, message)
 
+    def learn(self, key: Key, model: str, failure: UpstreamFailure) -> None:
+        """What an error body says beyond its verdict: the key's project (a new member takes on what its
+        project learned and is parked where the project is), and the limits a 429 names."""
+        if failure.project and self.learned.set_project(key.fp, failure.project):
+            day = self.check_day()
+            for fp in self.learned.peers(key.fp):
+                peer = self._by_fp.get(fp)
+                for m, ms in list(peer.models.items()) if peer is not None else ():
+                    if ms.exhausted_day == day:
+                        self._park(key, m, day, f"project {mask_project(failure.project)}: {ms.reason or ''}")
+        if isinstance(failure, QuotaExceeded) and failure.violations and model:
+            self.learned.learn(key.fp, model, failure.violations, self.clock.time())
+
+    def _park(self, key: Key, model: str, day: str, reason: str) -> None:
+        ms = key.models.setdefault(model, ModelState())
+        if ms.exhausted_day == day:
+            return
+        ms.exhausted_day, ms.reason = day, reason
+        self._dirty_models.add((key.fp, model))
+        rot = self._rot.get((key.provider, model))
+        if rot is not None:
+            rot.remove(key.fp)
+
     def disable(self, key: Key, reason: str) -> None:
         if key.disabled_reason is not None:
             return
@@ -263,6 +330,8 @@ class KeyPool:
         self._dirty_keys.add(key.fp)
         for rot in self._rot.values():
             rot.remove(key.fp)
+        if self.on_event is not None:
+            self.on_event("key_disabled", key, reason)
 
     def enable(self, key: Key) -> None:
         key.disabled_reason = None
@@ -282,20 +351,31 @@ class KeyPool:
 
     def cool_down(self, key: Key, model: str, seconds: float | None, reason: str) -> None:
         """A per-minute quota ran out: not this key for this model for a while."""
-        ms = key.models.setdefault(model, ModelState())
-        ms.cooldown_until = self.clock.time() + (seconds if seconds and seconds > 0 else MINUTE_COOLDOWN)
-        ms.reason = reason
-        self._dirty_models.add((key.fp, model))
+        until = self.clock.time() + (seconds if seconds and seconds > 0 else MINUTE_COOLDOWN)
+        for k in [key, *(self._by_fp[fp] for fp in self.learned.peers(key.fp) if fp in self._by_fp)]:
+            ms = k.models.setdefault(model, ModelState())  # the project's keys share its per-minute quota
+            if ms.cooldown_until < until:
+                ms.cooldown_until = until
+                ms.reason = reason
+                self._dirty_models.add((k.fp, model))
 
     def exhaust(self, key: Key, model: str, reason: str) -> None:
-        """A per-day quota ran out: not this key for this model until the quota day ends."""
+        """A per-day quota ran out: not this key for this model until the quota day ends, nor any other key
+        of its Google Cloud project (they share the quota)."""
+        day = self.check_day()
         ms = key.models.setdefault(model, ModelState())
-        ms.exhausted_day = self.check_day()
+        ms.exhausted_day = day
         ms.reason = reason
         self._dirty_models.add((key.fp, model))
         rot = self._rot.get((key.provider, model))
         if rot is not None:
             rot.remove(key.fp)
+        project = self.learned.project_of(key.fp)
+        for fp in self.learned.peers(key.fp):
+            peer = self._by_fp.get(fp)
+            if peer is not None and peer.provider == key.provider:
+                self._park(peer, model, day, f"project {mask_project(project or '')}: daily quota ran out on key "
+                                             f"{key.masked}")
 
     # -- when nothing is available ---------------------------------------------------------------
 
@@ -307,7 +387,8 @@ class KeyPool:
         avoid = set(avoid)
         best = math.inf
         best_quota = False
-        live = exhausted = at_limit = cooling = backing_off = 0
+        live = exhausted = at_limit = cooling = backing_off = learned_day = learned_minute = pacing = 0
+        best_pacing = False
         keys = [k for k in self.keys if k.provider == provider]
         for key in keys:
             if not key.usable or key.fp in avoid:  # avoided: out for the rest of this request
@@ -326,8 +407,19 @@ class KeyPool:
                 quota = cool > now
                 cooling += cool > now
                 backing_off += key.backoff_until > now
+                held = self.held(key, model, t)
+                if held is not None:
+                    why, until = held
+                    t = max(t, until)
+                    if why == "pacing":
+                        pacing += 1
+                    else:
+                        quota = True
+                        learned_day += why == "day"
+                        learned_minute += why == "minute"
+            paced = not quota and t > now and t > key.backoff_until
             if t < best or (t == best and quota and not best_quota):
-                best, best_quota = t, quota
+                best, best_quota, best_pacing = t, quota, paced
         if not keys:
             return Unavailable(math.inf, math.inf, False, False, "no key is configured (set GEMINI_API_KEYS)"
                                if provider == "gemini" else f"no credential is configured for {provider}")
@@ -341,6 +433,12 @@ class KeyPool:
             parts.append(f"{at_limit} at the daily limit of {limit}")
         if exhausted:
             parts.append(f"{exhausted} out of Google's daily quota")
+        if learned_day:
+            parts.append(f"{learned_day} at the daily limit Google named")
+        if learned_minute:
+            parts.append(f"{learned_minute} at the per-minute limit Google named")
+        if pacing:
+            parts.append(f"{pacing} pacing (KEY_MIN_INTERVAL_MS)")
         if cooling:
             parts.append(f"{cooling} cooling down after a per-minute quota")
         if backing_off:
@@ -348,7 +446,8 @@ class KeyPool:
         when = datetime.fromtimestamp(best, self.display_zone).strftime("%Y-%m-%d %H:%M:%S %Z")
         detail = f"{model}: of {live} usable keys, " + ", ".join(parts or ["none is free"]) + \
                  f"; the first frees up at {when}"
-        return Unavailable(best, best - now, best_quota, best >= reset, detail)
+        return Unavailable(best, best - now, best_quota, best >= reset, detail,
+                           pacing=best_pacing and not best_quota)
 
     # -- persistence -----------------------------------------------------------------------------
 

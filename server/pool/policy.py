@@ -182,6 +182,11 @@ def unavailable_error(u: Unavailable) -> ApiError:
                     code="keys_resting", headers=_retry_headers(u.retry_after, False))
 
 
+def exhausted(err: DispatchError) -> bool:
+    """Every key is out of quota or resting for the model: what another model (a fallback) can help with."""
+    return client_error(err).code in ("rate_limit_exceeded", "keys_resting")
+
+
 def client_error(err: DispatchError) -> ApiError:
     """The one answer a client gets when its request could not be served."""
     failures, u = err.failures, err.unavailable

@@ -34,7 +34,7 @@ class Forwarder:
         if "stream" in req and not isinstance(req["stream"], bool) and req["stream"] is not None:
             raise bad_request("stream must be a boolean", "stream")
         trace.model = route.upstream
-        refused = self.limits.admit(client_ip)
+        refused = self.limits.admit(client_ip, trace)
         if refused is not None:
             raise refused
         try:

@@ -33,6 +33,7 @@ from google.oauth2 import service_account
 
 from ..clock import Clock
 from ..pool.keys import Key
+from ..upstream.egress import Egress, Requester
 from ..upstream.failures import InvalidKey, Unreachable, UpstreamFailure, UpstreamTimeout
 from ..upstream.gemini import GeminiClient
 from ..upstream.http import HttpClient, HttpError, HttpTimeout, Origin
@@ -78,7 +79,7 @@ class HttpClientRequest(google.auth.transport.Request):
     https:// one too), TLS context and connection pool every other upstream call uses. google-auth calls it
     from a worker thread (its refresh is blocking); the request runs on the event loop while the thread waits."""
 
-    def __init__(self, http: HttpClient, loop: asyncio.AbstractEventLoop):
+    def __init__(self, http: Requester, loop: asyncio.AbstractEventLoop):
         self.http, self.loop = http, loop
 
     def __call__(self, url: str, method: str = "GET", body: bytes | None = None,
@@ -145,8 +146,9 @@ class VertexClient(GeminiClient):
 
     def __init__(self, http: HttpClient, config: VertexConfig, clock: Clock, *, timeout: float = 300.0,
                  stream_idle_timeout: float = 120.0, redact: Callable[[str], str] = lambda s: s,
-                 request: google.auth.transport.Request | None = None):
-        super().__init__(http, GLOBAL_HOST, timeout=timeout, stream_idle_timeout=stream_idle_timeout, redact=redact)
+                 request: google.auth.transport.Request | None = None, egress: Egress | None = None):
+        super().__init__(http, GLOBAL_HOST, timeout=timeout, stream_idle_timeout=stream_idle_timeout, redact=redact,
+                         egress=egress)
         self.config = config
         self.clock = clock
         self.accounts: dict[str, ServiceAccount] = {}
@@ -184,7 +186,8 @@ class VertexClient(GeminiClient):
             if self._fresh(sa) and sa.credentials.token != stale:
                 return sa.credentials.token  # someone else refreshed while we waited
             loop = asyncio.get_running_loop()
-            request = self.request if self.request is not None else HttpClientRequest(self.http, loop)
+            # the account's token is fetched through the proxy its calls take (UPSTREAM_PROXIES)
+            request = self.request if self.request is not None else HttpClientRequest(self._http(sa.handle), loop)
             try:
                 await loop.run_in_executor(None, sa.credentials.refresh, request)
             except _TransportFailed as e:  # not a verdict on the account: the road to Google is broken
@@ -199,6 +202,10 @@ class VertexClient(GeminiClient):
             return sa.credentials.token
 
     # -- where calls go --------------------------------------------------------------------------
+
+    def _fp(self, key: str) -> str:
+        sa = self.accounts.get(key)
+        return sa.fp if sa is not None else super()._fp(key)
 
     async def _target(self, key: str, model: str, method: str, query: str = ""
                       ) -> tuple[Origin, str, tuple[tuple[str, str], ...]]:

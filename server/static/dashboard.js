@@ -6,7 +6,8 @@
   const REFRESH_MS = 5000;
   const OUTCOMES = ["ok", "limited", "client", "error"];
   const state = {csrf: null, tz: "UTC", status: null, charts: null, requests: null, settings: null, audit: null,
-                 editing: false, job: null};
+                 editing: false, job: null,
+                 meta: null, openKey: null, history: {}, keyEditing: false};  // notes, tags, the opened key's 30 days
 
   // -- helpers -----------------------------------------------------------------------------------
   const {el, toast} = UI;
@@ -162,7 +163,9 @@
   function stateCell(k) {
     const box = el("div", {class: "state"}, el("span", {class: "badge st-" + k.state, text: t("state." + k.state)}));
     let detail = "";
-    if (k.state === "disabled") detail = k.why || "";
+    if (k.state === "disabled" && metaOf(k.fp).disabled_by_hand)
+      detail = t("keys.by_hand") + (metaOf(k.fp).note ? ": " + metaOf(k.fp).note : "");
+    else if (k.state === "disabled") detail = k.why || "";
     else if (k.state === "cooling") detail = t("state.cooling_detail", {model: k.why, until: fmtTime(k.until)});
     else if (k.state === "exhausted") detail = t("state.exhausted_detail", {model: k.why, until: fmtTime(k.until, true)});
     else if (k.state === "resting") detail = t("state.until", {until: fmtTime(k.until)});
@@ -173,15 +176,24 @@
     if (!k.models.length) return el("span", {class: "muted", text: t("keys.unused")});
     const box = el("div", {class: "usage"});
     for (const m of k.models) {
-      const pct = m.limit ? Math.min(100, 100 * m.requests / m.limit) : 0;
+      // the limit in force: the configured one, or the daily limit Google named when that is lower
+      const lday = m.learned && m.learned.per_day != null ? m.learned.per_day : null;
+      const limit = lday != null && (!m.limit || lday < m.limit) ? lday : m.limit;
+      const pct = limit ? Math.min(100, 100 * m.requests / limit) : 0;
       const bar = el("span", {class: "fill" + (m.state !== "active" ? " " + m.state : pct >= 90 ? " high" : "")});
-      bar.style.width = (m.limit ? pct : Math.min(100, m.requests)) + "%";
+      bar.style.width = (limit ? pct : Math.min(100, m.requests)) + "%";
+      const learned = m.learned ? [m.learned.per_day != null ? t("keys.learned_day", {n: m.learned.per_day}) : "",
+        m.learned.per_minute != null ? t("keys.learned_minute", {n: m.learned.per_minute}) : "",
+        m.learned.tokens_per_minute != null ? t("keys.learned_tpm", {n: fmtNum(m.learned.tokens_per_minute)}) : ""]
+        .filter(Boolean).join(" · ") : "";
       const title = t("keys.usage_title", {ok: m.successes, failed: m.failures}) +
+        " · " + t("keys.limit_configured", {n: m.limit || "∞"}) + (learned ? " · " + t("keys.limit_learned", {list: learned}) : "") +
         (m.state !== "active" ? " · " + t("state." + m.state) + " " + fmtTime(m.until, m.state === "exhausted") : "");
       box.append(el("div", {class: "model-row", title},
         el("span", {class: "model-name", text: m.model}),
         el("span", {class: "bar"}, bar),
-        el("span", {class: "count", text: m.requests + " / " + (m.limit || "∞")})));
+        el("span", {class: "count", text: m.requests + " / " + (limit || "∞")}),
+        learned ? el("span", {class: "small muted learned-limits", text: t("keys.limit_learned", {list: learned})}) : null));
     }
     return box;
   }
@@ -190,14 +202,42 @@
     box.append(el("button", {type: "button", class: "small-btn", text: t("keys.test"), onclick: () => startTest([k.fp])}));
     if (k.state === "disabled")
       box.append(el("button", {type: "button", class: "small-btn", text: t("keys.enable"), onclick: () => keyAction(k, "enable")}));
+    else box.append(el("button", {type: "button", class: "small-btn key-disable", text: t("keys.disable"), onclick: () => openDisable(k)}));
+    box.append(el("button", {type: "button", class: "small-btn key-open", "aria-expanded": state.openKey === k.fp ? "true" : "false",
+      text: t(state.openKey === k.fp ? "keys.close_details" : "keys.details"), onclick: () => toggleKey(k.fp)}));
     box.append(el("button", {type: "button", class: "small-btn", text: t("keys.reset"), onclick: () => keyAction(k, "reset")}));
     box.append(el("button", {type: "button", class: "small-btn danger", text: t("keys.remove"), onclick: () => keyAction(k, "remove")}));
     return box;
   }
+  // UPSTREAM_PROXIES: the proxy a key leaves through (scheme://host:port, never a credential), and their health
+  function proxyBadge(k) {
+    const p = k.proxy;
+    if (!p) return null;
+    const moved = p.n !== p.home;
+    return el("span", {class: "badge proxy" + (moved ? " moved" : ""),
+      title: moved ? t("keys.proxy_moved", {n: p.n, url: p.url, home: p.home, home_url: p.home_url}) : t("keys.proxy_title", {n: p.n, url: p.url}),
+      text: "#" + p.n + " " + p.url});
+  }
+  function renderProxies() {
+    const list = state.status && state.status.proxies ? state.status.proxies : [];
+    $("proxies-panel").hidden = list.length === 0;
+    const ul = $("proxies-list");
+    ul.textContent = "";
+    for (const p of list) {
+      const ok = p.state === "ok";
+      ul.append(el("li", {"data-state": p.state},
+        el("code", {text: "#" + p.n + " " + p.url}), " ",
+        el("span", {class: "badge " + (ok ? "st-active" : "st-resting"),
+                    text: ok ? t("proxies.ok") : t("proxies.resting", {until: fmtTime(p.until)})}), " ",
+        el("span", {class: "small muted", text: t("proxies.keys", {n: p.keys, now: p.carrying})}),
+        p.last_error && !ok ? el("div", {class: "small muted clip error-text", title: p.last_error, text: p.last_error}) : null));
+    }
+  }
   function renderKeys() {
     const keys = state.status ? state.status.keys.slice() : [];
     const filter = $("key-filter").value, sort = $("key-sort").value;
-    const shown = keys.filter((k) => !filter || k.state === filter);
+    const tag = $("key-tag").value;
+    const shown = keys.filter((k) => (!filter || k.state === filter) && (!tag || metaOf(k.fp).tags.includes(tag)));
     shown.sort((a, b) => {
       if (sort === "requests") return b.requests - a.requests;
       if (sort === "errors") return b.failures - a.failures;
@@ -214,13 +254,18 @@
         el("td", {"data-label": t("keys.col_key")}, el("div", {}, el("code", {text: k.masked}), " ",
            el("span", {class: "fp", title: t("keys.fp"), text: "#" + k.fp.slice(0, 6)})),
            el("span", {class: "badge src-" + k.source, text: t("source." + k.source)}),
-           k.provider !== "gemini" ? el("span", {class: "badge provider", text: k.provider}) : null),
+           k.provider !== "gemini" ? el("span", {class: "badge provider", text: k.provider}) : null,
+           k.project ? el("span", {class: "badge project", title: t("keys.project_title"), text: t("keys.project", {p: k.project})}) : null,
+           proxyBadge(k),
+           tagsOf(k)),
         el("td", {"data-label": t("keys.col_state")}, stateCell(k)),
         el("td", {"data-label": t("keys.col_usage")}, usageCell(k)),
         el("td", {"data-label": t("keys.col_tokens"), class: "num"}, fmtNum(k.tokens)),
         el("td", {"data-label": t("keys.col_error")}, errBox),
         el("td", {"data-label": t("keys.col_actions")}, actionsCell(k))));
+      if (state.openKey === k.fp) body.append(detailRow(k));
     }
+    renderKeyTools();
     // no key at all: say how to add some (and open the form) rather than "no key matches"
     const none = !!state.status && keys.length === 0;
     $("keys-empty").hidden = shown.length > 0;
@@ -262,6 +307,129 @@
       $("add-result").textContent = e.message;
       $("add-result").className = "result bad";
     } finally { $("add-button").disabled = false; }
+    refresh();
+  }
+
+  // -- key notes, tags, disabling by hand, the keys Google called invalid, a key's 30 days ----------
+  const NO_META = {note: "", tags: [], disabled_by_hand: false, invalid: false};
+  function metaOf(fp) { return (state.meta && state.meta.keys[fp]) || NO_META; }
+  function tagsOf(k) {
+    const m = metaOf(k.fp);
+    if (!m.tags.length && !m.note) return null;
+    const box = el("div", {class: "key-tags"}, ...m.tags.map((tag) => el("span", {class: "badge tag", text: tag})));
+    if (m.note && !m.disabled_by_hand) box.append(el("div", {class: "small muted clip key-note", title: m.note, text: m.note}));
+    return box;
+  }
+  function renderKeyTools() {
+    // the tag filter lists the tags in use; a tag chosen and then removed everywhere falls back to "all"
+    const select = $("key-tag"), tags = state.meta ? state.meta.tags : [];
+    const chosen = select.value;
+    select.textContent = "";
+    select.append(el("option", {value: "", text: t("keys.all_tags")}), ...tags.map((tag) => el("option", {value: tag, text: tag})));
+    select.value = tags.includes(chosen) ? chosen : "";
+    $("key-tag-label").hidden = !tags.length;
+    const invalid = state.meta ? state.meta.invalid : [];
+    $("remove-invalid").hidden = !invalid.length;
+    $("remove-invalid").textContent = t("keys.remove_invalid", {n: invalid.length});
+  }
+  function detailRow(k) {
+    const m = metaOf(k.fp);
+    const editing = () => { state.keyEditing = true; };
+    const done = () => { state.keyEditing = false; };
+    const tags = el("input", {type: "text", class: "key-tags-input", spellcheck: "false", autocomplete: "off", maxlength: "300",
+      placeholder: t("keys.tags_placeholder"), onfocus: editing, onblur: done});
+    tags.value = m.tags.join(", ");
+    const note = el("textarea", {class: "key-note-input", rows: "2", maxlength: "500", placeholder: t("keys.note_placeholder"),
+      onfocus: editing, onblur: done});
+    note.value = m.note;
+    const save = el("button", {type: "button", class: "small-btn primary key-meta-save", text: t("keys.save_meta"),
+      onclick: () => saveMeta(k, tags.value, note.value)});
+    const h = state.history[k.fp];
+    const chart = svg("svg", {class: "key-history", role: "img"});
+    const total = el("div", {class: "small muted key-history-total"});
+    if (h) {
+      drawHistory(chart, h.days);
+      const r = h.days.reduce((a, d) => a + d.requests, 0), tk = h.days.reduce((a, d) => a + d.tokens, 0);
+      total.textContent = t("keys.history_total", {r: fmtNum(r), t: fmtNum(tk), tz: h.quota_tz});
+    } else total.textContent = "…";
+    return el("tr", {class: "key-detail", "data-detail-for": k.fp},
+      el("td", {colspan: "6"}, el("div", {class: "key-detail-grid"},
+        el("div", {class: "key-meta"},
+          el("label", {}, el("span", {class: "small muted", text: t("keys.tags")}), tags),
+          el("label", {}, el("span", {class: "small muted", text: t("keys.note")}), note),
+          el("div", {class: "row"}, save, el("span", {class: "small muted", text: t("keys.tags_hint")}))),
+        el("figure", {class: "key-history-box"},
+          el("figcaption", {class: "small muted", text: t("keys.history")}), chart, total))));
+  }
+  function drawHistory(box, days) {
+    // requests per day as bars, tokens as the title of each bar: small, no axes but the first and last day
+    const W = 300, H = 90, B = 16, n = days.length, cw = W / n;
+    box.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    const max = Math.max(1, ...days.map((d) => d.requests));
+    days.forEach((d, i) => {
+      const h = (H - B - 4) * d.requests / max;
+      const g = svg("g", {class: "col"});
+      const tip = svg("title");
+      tip.textContent = t("keys.history_day", {day: d.day, r: fmtNum(d.requests), ok: fmtNum(d.successes), t: fmtNum(d.tokens)});
+      g.append(tip, svg("rect", {x: i * cw, y: 0, width: cw, height: H - B, class: "hover"}));
+      if (d.requests) g.append(svg("rect", {x: i * cw + 1, y: H - B - h, width: Math.max(1, cw - 2), height: Math.max(1, h),
+                                            class: d.failures && !d.successes ? "bar-error" : "bar-ok", "data-day": d.day}));
+      box.append(g);
+    });
+    for (const [i, anchor] of [[0, "start"], [n - 1, "end"]]) {
+      const lab = svg("text", {x: anchor === "start" ? 0 : W, y: H - 3, class: "axis", "text-anchor": anchor});
+      lab.textContent = days[i].day.slice(5);
+      box.append(lab);
+    }
+    box.setAttribute("aria-label", t("keys.history"));
+  }
+  async function loadHistory(fp) {
+    try { state.history[fp] = await api("GET", "keys/" + fp + "/history"); }
+    catch (e) { toast(e.message, true); }
+    if (state.openKey === fp && !state.keyEditing) renderKeys();
+  }
+  function toggleKey(fp) {
+    state.openKey = state.openKey === fp ? null : fp;
+    state.keyEditing = false;
+    renderKeys();
+    if (state.openKey) loadHistory(fp);
+  }
+  async function saveMeta(k, tagText, note) {
+    const tags = tagText.split(",").map((s) => s.trim()).filter(Boolean);
+    try {
+      await api("PUT", "keys/" + k.fp + "/meta", {tags, note});
+      state.keyEditing = false;
+      toast(t("keys.meta_saved", {key: k.masked}));
+    } catch (e) { toast(e.message, true); }
+    refresh();
+  }
+  function openDisable(k) {
+    state.disabling = k;
+    $("disable-key").textContent = k.masked;
+    $("disable-note").value = "";
+    $("disable-error").textContent = "";
+    $("disable-dialog").showModal();
+    $("disable-note").focus();
+  }
+  async function doDisable() {
+    const k = state.disabling;
+    if (!k) return;
+    try {
+      await api("POST", "keys/" + k.fp + "/disable", {note: $("disable-note").value});
+      $("disable-dialog").close();
+      toast(t("keys.disabled_done", {key: k.masked}));
+    } catch (e) { $("disable-error").textContent = e.message; }
+    refresh();
+  }
+  async function removeInvalid() {
+    const fps = state.meta ? state.meta.invalid.slice() : [];
+    if (!fps.length) return;
+    const masked = (state.status ? state.status.keys : []).filter((k) => fps.includes(k.fp)).map((k) => k.masked);
+    if (!confirm(t("keys.confirm_remove_invalid", {n: fps.length, list: masked.join(", ")}))) return;
+    try {
+      const r = await api("POST", "keys/remove-invalid", {confirm: true, fps});
+      toast(t("keys.invalid_removed", {n: r.count}));
+    } catch (e) { toast(e.message, true); }
     refresh();
   }
 
@@ -450,10 +618,12 @@
     try {
       const filter = $("req-filter").value;
       const wantSettings = !state.settings || (tick % 6 === 0 && !state.editing);
-      const [status, charts, reqs, audit, settings] = await Promise.all([
+      const [status, charts, reqs, audit, settings, meta] = await Promise.all([
         api("GET", "status"), api("GET", "charts"), api("GET", "requests" + (filter ? "?status=" + encodeURIComponent(filter) : "")),
-        api("GET", "audit"), wantSettings ? api("GET", "settings") : Promise.resolve(null)]);
+        api("GET", "audit"), wantSettings ? api("GET", "settings") : Promise.resolve(null), api("GET", "keys/meta")]);
       state.status = status; state.charts = charts; state.requests = reqs.requests; state.audit = audit.audit;
+      state.meta = meta;
+      if (state.openKey && !state.keyEditing) loadHistory(state.openKey);
       if (settings && !state.editing) state.settings = settings.settings;
       renderAll(!!settings);
       tick++;
@@ -462,7 +632,7 @@
     } finally { busy = false; }
   }
   function renderAll(withSettings) {
-    renderService(); renderCharts(); renderKeys(); renderRequests(); renderAudit();
+    renderService(); renderCharts(); if (!state.keyEditing) renderKeys(); renderProxies(); renderRequests(); renderAudit();
     if (withSettings) renderSettings();
     document.body.setAttribute("data-ready", "1");
   }
@@ -476,6 +646,11 @@
     } catch (e) { return; }
     $("key-filter").addEventListener("change", renderKeys);
     $("key-sort").addEventListener("change", renderKeys);
+    $("key-tag").addEventListener("change", renderKeys);
+    $("remove-invalid").addEventListener("click", removeInvalid);
+    $("disable-go").addEventListener("click", doDisable);
+    $("disable-note").addEventListener("keydown", (ev) => { if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); doDisable(); } });
+    $("disable-close").addEventListener("click", () => $("disable-dialog").close());
     $("req-filter").addEventListener("change", refresh);
     $("add-button").addEventListener("click", addKeys);
     $("test-all").addEventListener("click", () => startTest(null));

@@ -19,6 +19,7 @@ from ..admin.audit import Audit
 from ..clock import Clock
 from ..limits import ClientLimits
 from ..pool.keys import KeyPool
+from ..pool.learned import LEARNED_TTL
 from ..pool.quota import MemoryUsage, Usage
 from ..settings import Settings
 from .db import Database
@@ -42,12 +43,19 @@ UPSERT_KEY_STATE = (
 UPSERT_MODEL_STATE = (
     "INSERT OR REPLACE INTO key_model_state (key_fp, model, cooldown_until, exhausted_day, reason) "
     "VALUES (?, ?, ?, ?, ?)")
+UPSERT_LEARNED = (
+    "INSERT OR REPLACE INTO key_learned_limit (key_fp, model, per_day, per_minute, tokens_per_minute, learned_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)")
+UPSERT_PROJECT = "INSERT OR REPLACE INTO key_project (key_fp, project) VALUES (?, ?)"
 UPSERT_CLIENT = (
     "INSERT INTO client_usage (day, ip, requests) VALUES (?, ?, ?) "
     "ON CONFLICT (day, ip) DO UPDATE SET requests = excluded.requests")
 INSERT_REQUEST = (
     "INSERT INTO request_log (ts, model, key_fp, attempts, status, latency_ms, prompt_tokens, completion_tokens, "
-    "client_ip, stream, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    "client_ip, stream, error, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+UPSERT_CLIENT_KEY_USAGE = (
+    "INSERT INTO client_key_usage (day, key_id, model, requests, tokens) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (day, key_id, model) DO UPDATE SET requests = excluded.requests, tokens = excluded.tokens")
 ADD_DAILY = (
     "INSERT INTO request_daily (day, outcome, count) VALUES (?, ?, ?) "
     "ON CONFLICT (day, outcome) DO UPDATE SET count = count + excluded.count")
@@ -65,6 +73,7 @@ class Flusher:
         self.settings = settings
         self.clock = clock
         self.audit = audit
+        self.client_keys: Any = None  # ClientKeys, whose usage this flush writes too (set by the app)
         self._callback: PeriodicCallback | None = None
         self._running: asyncio.Task[Any] | None = None
         self._last_prune = 0.0
@@ -98,6 +107,10 @@ class Flusher:
         model_states = {(row[0], row[1]): tuple(row[2:]) for row in await self.db.fetchall(
             "SELECT key_fp, model, cooldown_until, exhausted_day, reason FROM key_model_state")}
         self.pool.load(key_states, model_states)
+        self.pool.learned.load(
+            await self.db.fetchall("SELECT key_fp, model, per_day, per_minute, tokens_per_minute, learned_at "
+                                   "FROM key_learned_limit"),
+            await self.db.fetchall("SELECT key_fp, project FROM key_project"))
         self.limits.load(day, {ip: n for ip, n in await self.db.fetchall(
             "SELECT ip, requests FROM client_usage WHERE day = ?", (day,))})
         newest = [t for t, in await self.db.fetchall(
@@ -126,30 +139,38 @@ class Flusher:
         self.pool.check_day()  # a new quota day starts counting from 0 even when no request comes
         usage = self.usage.drain()
         keys, models = self.pool.drain_states()
+        learned, projects = self.pool.learned.drain()
         clients = self.limits.drain()
         requests = self.requests.drain()
         audit = self.audit.drain() if self.audit is not None else []
+        client_key_rows = self.client_keys.drain() if self.client_keys is not None else []
         usage_rows = [(day, fp, model, u.requests, u.successes, u.failures, u.prompt_tokens, u.completion_tokens)
                       for day, fp, model, u in usage]
         failure_rows = [(day, fp, model, kind, n) for day, fp, model, u in usage for kind, n in u.failure_kinds.items()]
         request_rows = [r.as_tuple() for r in requests]
         daily_rows = self._daily(requests)
-        total = len(usage_rows) + len(failure_rows) + len(keys) + len(models) + len(clients) + len(request_rows) + \
-            len(audit)
+        total = len(usage_rows) + len(failure_rows) + len(keys) + len(models) + len(learned) + len(projects) + \
+            len(clients) + len(request_rows) + \
+            len(audit) + len(client_key_rows)
         if not total:
             return 0
         try:
             await self.db.write([(UPSERT_USAGE, usage_rows), (UPSERT_FAILURES, failure_rows),
                                  (UPSERT_KEY_STATE, keys), (UPSERT_MODEL_STATE, models),
+                                 (UPSERT_LEARNED, learned), (UPSERT_PROJECT, projects),
                                  (UPSERT_CLIENT, clients), (INSERT_REQUEST, request_rows),
-                                 (ADD_DAILY, daily_rows), (INSERT_AUDIT, audit)])
+                                 (ADD_DAILY, daily_rows), (INSERT_AUDIT, audit),
+                                 (UPSERT_CLIENT_KEY_USAGE, client_key_rows)])
         except BaseException:
             self.usage.restore(usage)
             self.pool.restore_states(keys, models)
+            self.pool.learned.restore(learned, projects)
             self.limits.restore(clients)
             self.requests.restore(requests)
             if self.audit is not None:
                 self.audit.restore(audit)
+            if self.client_keys is not None:
+                self.client_keys.restore(client_key_rows)
             self.failed_flushes += 1
             raise
         self.flushes += 1
@@ -184,11 +205,14 @@ class Flusher:
              [(s.REQUEST_LOG_MAX_ROWS,)]),
             ("DELETE FROM client_usage WHERE day < ?", [(self.day_of()(cutoff),)]),
             ("DELETE FROM request_daily WHERE day < ?", [(self.day_of()(trusted - DAILY_DAYS * 86400),)]),
+            # client keys' usage: what the dashboard's history shows (30 days), kept as long as the daily totals
+            ("DELETE FROM client_key_usage WHERE day < ?", [(self.day_of()(trusted - DAILY_DAYS * 86400),)]),
             ("DELETE FROM admin_session WHERE expires_at < ?", [(now,)]),
             ("DELETE FROM chat_session WHERE expires_at < ?", [(now,)]),
             ("DELETE FROM audit WHERE ts < ?", [(trusted - DAILY_DAYS * 86400,)]),
             ("DELETE FROM key_model_state WHERE (exhausted_day IS NULL OR exhausted_day < ?) "
              "AND (cooldown_until IS NULL OR cooldown_until < ?)", [(self.pool.quota_day.today(), now)]),
+            ("DELETE FROM key_learned_limit WHERE learned_at < ?", [(trusted - LEARNED_TTL,)]),
         ])
         self._last_prune = now
         self.rows_since_prune = 0

@@ -68,16 +68,17 @@ class RequestRow:
     client_ip: str | None
     stream: bool
     error: str | None
+    client: str | None = None  # the client key's name (None: the owner's PASSWORD or a page session)
 
     def __post_init__(self) -> None:
-        for name, n in (("model", MAX_MODEL), ("error", MAX_ERROR), ("client_ip", MAX_IP)):
+        for name, n in (("model", MAX_MODEL), ("error", MAX_ERROR), ("client_ip", MAX_IP), ("client", MAX_MODEL)):
             value = getattr(self, name)
             if value is not None and len(value) > n:
                 object.__setattr__(self, name, _clip(value, n))
 
     def as_tuple(self) -> tuple:
         return (self.ts, self.model, self.key_fp, self.attempts, self.status, round(self.latency_ms, 2),
-                self.prompt_tokens, self.completion_tokens, self.client_ip, int(self.stream), self.error)
+                self.prompt_tokens, self.completion_tokens, self.client_ip, int(self.stream), self.error, self.client)
 
 
 class RequestLog:

@@ -30,6 +30,8 @@ class UpstreamFailure(Exception):
         Exception.__init__(self, self.message)
         # the error object Google sent, masked, for the routes that pass Gemini's own answers on (None: none)
         self.google_error: dict[str, Any] | None = None
+        # the Google Cloud project number the error names ("" when none): keys of one project share its quota
+        self.project: str = ""
 
     def __str__(self) -> str:
         return self.message
@@ -58,6 +60,16 @@ class PermissionDenied(UpstreamFailure):
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class QuotaViolation:
+    """One entry of Google's QuotaFailure.violations: which quota ran out and, when Google says, its value
+    (the limit itself, e.g. 20 requests per day): what pool/learned.py learns limits from."""
+
+    quota_id: str
+    value: int | None = None
+    model: str = ""
+
+
 @dataclass(eq=False)
 class QuotaExceeded(UpstreamFailure):
     """429 RESOURCE_EXHAUSTED. `per` is "minute", "day" or None when Google did not say."""
@@ -65,6 +77,7 @@ class QuotaExceeded(UpstreamFailure):
     per: str | None = None
     retry_after: float | None = None
     quota_id: str = ""
+    violations: tuple[QuotaViolation, ...] = ()
 
 
 @dataclass(eq=False)
@@ -157,6 +170,41 @@ class EmptyReply(UpstreamFailure):
     finish_reason: str = ""
 
 
+# How Google names the project behind a key: "consumer 'project_number:123…'", ErrorInfo's
+# metadata.consumer "projects/123…", "has not been used in project 123…", console links "?project=123…".
+_PROJECT = re.compile(r"(?:project_number:|projects/|\bproject[= ])([0-9]{5,20})\b", re.IGNORECASE)
+
+
+def project_number(texts: list[str]) -> str:
+    """The first Google Cloud project number named in these texts, "" when none (0…0 is no project)."""
+    for text in texts:
+        for m in _PROJECT.finditer(text):
+            if m.group(1).strip("0"):
+                return m.group(1)
+    return ""
+
+
+def _strings(value: Any, out: list[str], depth: int = 0) -> list[str]:
+    """Every string inside a JSON value (bounded depth): where a project number may be written."""
+    if isinstance(value, str):
+        out.append(value)
+    elif depth < 6 and isinstance(value, dict):
+        for v in value.values():
+            _strings(v, out, depth + 1)
+    elif depth < 6 and isinstance(value, list):
+        for v in value[:20]:
+            _strings(v, out, depth + 1)
+    return out
+
+
+def _quota_value(value: Any) -> int | None:
+    try:
+        n = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return n if n >= 0 else None
+
+
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)s\s*$")
 _RETRY_IN = re.compile(r"retry in ([0-9]+(?:\.[0-9]+)?)\s*s", re.IGNORECASE)
 
@@ -189,6 +237,7 @@ def classify_error(status: int, body: bytes, redact: Callable[[str], str] = lamb
     failure = _classify_error(status, body, redact)
     err = _error_object(body)
     if err:
+        failure.project = project_number(_strings(err, []))
         try:
             failure.google_error = ujson.loads(redact(ujson.dumps(err, ensure_ascii=False)))
         except (ValueError, TypeError):
@@ -212,6 +261,7 @@ def _classify_error(status: int, body: bytes, redact: Callable[[str], str] = lam
     details: list[Any] = found if isinstance(found, list) else []
     reasons: set[str] = set()
     quota_ids: list[str] = []
+    violations: list[QuotaViolation] = []
     retry_after: float | None = None
     for d in details:
         if not isinstance(d, dict):
@@ -223,6 +273,10 @@ def _classify_error(status: int, body: bytes, redact: Callable[[str], str] = lam
             for v in d.get("violations") or []:
                 if isinstance(v, dict) and isinstance(v.get("quotaId"), str):
                     quota_ids.append(v["quotaId"])
+                    dims = v.get("quotaDimensions")
+                    model = dims.get("model") if isinstance(dims, dict) else None
+                    violations.append(QuotaViolation(v["quotaId"], _quota_value(v.get("quotaValue")),
+                                                     model if isinstance(model, str) else ""))
         elif t.endswith("RetryInfo"):
             retry_after = _parse_duration(d.get("retryDelay"))
     lower = raw_message.lower()
@@ -241,7 +295,8 @@ def _classify_error(status: int, body: bytes, redact: Callable[[str], str] = lam
             if m:
                 retry_after = float(m.group(1))
         kind = DailyQuotaExceeded if per == "day" else QuotaExceeded
-        return kind(message, status, per=per, retry_after=retry_after, quota_id=quota_ids[0] if quota_ids else "")
+        return kind(message, status, per=per, retry_after=retry_after, quota_id=quota_ids[0] if quota_ids else "",
+                    violations=tuple(violations))
     if status == 403 or google_status == "PERMISSION_DENIED":
         permanent = {"CONSUMER_SUSPENDED", "SERVICE_DISABLED", "API_KEY_SERVICE_BLOCKED"}
         reason = next(iter(reasons & permanent), "")

@@ -14,6 +14,7 @@ import ujson
 
 from .. import __version__
 from ..translate.sse import SSEDecoder
+from .egress import Egress, Requester
 from .failures import BadResponse, Unreachable, UpstreamFailure, UpstreamTimeout, classify_error
 from .http import (
     ConnectFailed,
@@ -23,6 +24,7 @@ from .http import (
     HttpError,
     HttpTimeout,
     Origin,
+    ProxyFailed,
     ResponseTooLarge,
 )
 
@@ -33,7 +35,10 @@ API_VERSION = "v1beta"
 
 def transport_failure(e: HttpError, name: str = "Gemini") -> UpstreamFailure:
     """A transport error as a typed failure; `name` is the upstream's, as the user knows it ("could not reach
-    ollama", not "could not reach Gemini", when a local server is down)."""
+    ollama", not "could not reach Gemini", when a local server is down). A proxy that failed (a time-out while
+    connecting to it included) is Unreachable, not reached: the road is broken, the key is not to blame."""
+    if isinstance(e, ProxyFailed):
+        return Unreachable(f"could not reach {name}: {e}", reached=False)
     if isinstance(e, HttpTimeout):
         return UpstreamTimeout(f"{name} did not answer in time: {e}")
     if isinstance(e, (ConnectFailed, ForbiddenAddress)):
@@ -48,8 +53,10 @@ def transport_failure(e: HttpError, name: str = "Gemini") -> UpstreamFailure:
 class GeminiClient:
     name = "Gemini"  # as errors name this upstream
     def __init__(self, http: HttpClient, base_url: str, *, timeout: float = 300.0,
-                 stream_idle_timeout: float = 120.0, redact: Callable[[str], str] = lambda s: s):
+                 stream_idle_timeout: float = 120.0, redact: Callable[[str], str] = lambda s: s,
+                 egress: Egress | None = None):
         self.http = http
+        self.egress = egress  # UPSTREAM_PROXIES: each key's calls through its own proxy (None: all through `http`)
         self.origin, prefix = Origin.parse(base_url)
         self.prefix = prefix.rstrip("/")
         self.timeout = timeout
@@ -60,6 +67,15 @@ class GeminiClient:
     def _headers(self, key: str) -> tuple[tuple[str, str], ...]:
         return (("x-goog-api-key", key), ("Content-Type", "application/json"),
                 ("Accept-Encoding", "identity"), ("User-Agent", self._ua))
+
+    def _http(self, key: str) -> Requester:
+        """The road this key's calls take: its proxy under UPSTREAM_PROXIES, else the one client."""
+        return self.egress.route(self._fp(key)) if self.egress else self.http
+
+    def _fp(self, key: str) -> str:
+        """The key's fingerprint as the pool knows it (Vertex AI's service accounts have their own)."""
+        assert self.egress is not None
+        return self.egress.fingerprint(key)
 
     def _path(self, model: str, method: str, query: str = "") -> str:
         return f"{self.prefix}/{API_VERSION}/models/{quote(model, safe='-._')}:{method}{query}"
@@ -74,7 +90,7 @@ class GeminiClient:
 
     async def _models_page(self, key: str, query: str) -> dict[str, Any]:
         try:
-            resp = await self.http.request("GET", self.origin, f"{self.prefix}/{API_VERSION}/models{query}",
+            resp = await self._http(key).request("GET", self.origin, f"{self.prefix}/{API_VERSION}/models{query}",
                                            headers=self._headers(key), timeout=self.timeout, limit=MAX_REPLY_BYTES)
         except HttpError as e:
             raise transport_failure(e, self.name) from None
@@ -114,7 +130,7 @@ class GeminiClient:
         → the JSON reply, or the typed failure."""
         origin, path, headers = await self._target(key, model, method)
         try:
-            resp = await self.http.request("POST", origin, path, headers=headers, body=body, timeout=self.timeout,
+            resp = await self._http(key).request("POST", origin, path, headers=headers, body=body, timeout=self.timeout,
                                            limit=MAX_REPLY_BYTES)
         except HttpError as e:
             raise transport_failure(e, self.name) from None
@@ -141,7 +157,7 @@ class GeminiClient:
         """Each SSE event of `streamGenerateContent?alt=sse` as a reply dict, as it arrives."""
         origin, path, headers = await self._target(key, model, "streamGenerateContent", "?alt=sse")
         try:
-            resp = await self.http.open("POST", origin, path, headers=headers, body=body, timeout=self.timeout)
+            resp = await self._http(key).open("POST", origin, path, headers=headers, body=body, timeout=self.timeout)
         except HttpError as e:
             raise transport_failure(e, self.name) from None
         try:

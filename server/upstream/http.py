@@ -27,6 +27,10 @@ from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
+from python_socks import ProxyError as SocksRefused
+from python_socks import ProxyType
+from python_socks.async_.asyncio import Proxy as SocksConnector
+
 MAX_HEAD_BYTES = 64 * 1024
 PAUSE_AT = 1024 * 1024  # stop reading a streamed body while this much waits for its consumer
 
@@ -37,6 +41,12 @@ class HttpError(Exception):
 
 class ConnectFailed(HttpError):
     pass
+
+
+class ProxyFailed(ConnectFailed):
+    """The proxy itself failed: it could not be reached, refused our credentials, timed out or would not open the
+    tunnel. The origin has not seen the request (nothing went out, or the proxy turned it away with a 407), so it
+    may be sent again through another proxy; and it says nothing about the key the request carried."""
 
 
 class HttpTimeout(HttpError):
@@ -193,17 +203,23 @@ async def _public_address(host: str, port: int) -> str:
 
 @dataclass(frozen=True)
 class Proxy:
-    """A forward proxy from a URL `http(s)://[user:password@]host[:port]`: where it is, the header line that
-    authenticates us to it (empty without credentials) and the URL as it may be shown (password masked)."""
+    """A forward proxy from a URL `scheme://[user:password@]host[:port]`: where it is, the header line that
+    authenticates us to an HTTP proxy (empty without credentials, or for SOCKS), the credentials as given (SOCKS5
+    sends them in its own handshake) and the URL as it may be shown (password masked).
+
+    Schemes: http:// and https:// (an HTTP proxy, over TLS for https://; CONNECT tunnels), socks5:// (the name
+    of the origin is looked up here and the proxy is given its address) and socks5h:// (the proxy looks it up)."""
 
     origin: Origin
     authorization: str = field(repr=False)
     shown: str
+    username: str = field(default="", repr=False)
+    password: str = field(default="", repr=False)
 
     @classmethod
     def parse(cls, url: str) -> Proxy:
         """ValueError, with a message that never repeats the URL (it may hold a password), unless `url` is an
-        http:// or https:// proxy URL with a host (SOCKS is not supported). The user name and password are
+        http://, https://, socks5:// or socks5h:// proxy URL with a host. The user name and password are
         percent-decoded."""
         bad_port = "its port is not valid (percent-encode any of :/?#@ in the user name or password)"
         try:
@@ -211,10 +227,11 @@ class Proxy:
         except ValueError:
             raise ValueError("not a proxy URL such as http://user:password@host:port") from None
         scheme = parts.scheme.lower()
-        if scheme.startswith("socks"):
-            raise ValueError(f"{scheme}:// proxies are not supported (yet): use an http:// or https:// proxy")
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("expected an http:// or https:// proxy URL with a host, such as http://host:port")
+        if scheme.startswith("socks") and scheme not in SOCKS_SCHEMES:
+            raise ValueError(f"{scheme}:// proxies are not supported: use socks5:// or socks5h://")
+        if scheme not in ("http", "https", *SOCKS_SCHEMES) or not parts.hostname:
+            raise ValueError("expected an http:// or https:// (or socks5:// or socks5h://) proxy URL with a host, "
+                             "such as http://host:port")
         try:
             port = parts.port
         except ValueError:
@@ -225,17 +242,47 @@ class Proxy:
         host = _ascii_host(parts.hostname)
         if not _PROXY_HOST.fullmatch(host):
             raise ValueError("its host name is not valid")
-        origin = Origin(scheme, host, port or (443 if scheme == "https" else 80))
+        default_port = 1080 if scheme in SOCKS_SCHEMES else 443 if scheme == "https" else 80
+        origin = Origin(scheme, host, port or default_port)
         authority = f"[{host}]:{origin.port}" if ":" in host else f"{host}:{origin.port}"
         if parts.username is None:
             return cls(origin, "", f"{scheme}://{authority}")
         user, password = unquote(parts.username), unquote(parts.password or "")
+        if scheme in SOCKS_SCHEMES and (len(user.encode()) > 255 or len(password.encode()) > 255):
+            raise ValueError("a SOCKS5 user name or password is at most 255 bytes")
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         shown = f"{scheme}://{quote(user, safe='')}{':***' if password else ''}@{authority}"
-        return cls(origin, f"Proxy-Authorization: Basic {token}\r\n", shown)
+        header = "" if scheme in SOCKS_SCHEMES else f"Proxy-Authorization: Basic {token}\r\n"
+        return cls(origin, header, shown, user, password)
+
+    @property
+    def socks(self) -> bool:
+        return self.origin.scheme in SOCKS_SCHEMES
+
+    @property
+    def masked(self) -> str:
+        """scheme://host:port: the proxy as a page shows it, with no credentials at all (not even the user)."""
+        host = f"[{self.origin.host}]" if ":" in self.origin.host else self.origin.host
+        return f"{self.origin.scheme}://{host}:{self.origin.port}"
+
+    @property
+    def identity(self) -> str:
+        """What tells this proxy from another: scheme, user name, host and port, never the password (so that a
+        changed password keeps a proxy's keys; providers that route by user name on one gateway stay apart)."""
+        return f"{self.origin.scheme}://{quote(self.username, safe='')}@{self.masked.split('://', 1)[1]}"
+
+    def secrets(self) -> list[str]:
+        """What the redactor must hide: the password, as given and as it travels (percent-encoded, Basic)."""
+        if not self.password:
+            return []
+        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
+        return [self.password, quote(self.password, safe=""), token]
 
     def __str__(self) -> str:
         return self.shown
+
+
+SOCKS_SCHEMES = ("socks5", "socks5h")
 
 
 _PROXY_HOST = re.compile(r"[A-Za-z0-9._:-]+")
@@ -595,6 +642,7 @@ class HttpClient:
         self.proxy = Proxy.parse(proxy) if proxy else None
         self._proxy = self.proxy.origin if self.proxy is not None else None
         self._proxy_auth = self.proxy.authorization if self.proxy is not None else ""
+        self._http_proxy = self.proxy is not None and not self.proxy.socks  # plain http goes in absolute form
         self.connections_opened = 0
         self.requests_sent = 0
 
@@ -640,13 +688,25 @@ class HttpClient:
         host, port = origin.host, origin.port
         proxy = self._proxy
         where = origin.host  # what a failure names: the origin, or the proxy while we are talking to it
+        at_proxy = False  # a failure now is the proxy's (ProxyFailed): nothing of the request has gone out
         conn: _Conn | None = None
+        sock: socket.socket | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if not allow_private:
                     host = await _public_address(host, port)
-                if proxy is not None:
-                    where = f"the proxy {self.proxy}"
+                if self.proxy is not None and self.proxy.socks:
+                    where, at_proxy = f"the proxy {self.proxy}", True
+                    # the tunnel goes to the address judged above when there was one (as for CONNECT below)
+                    sock = await self._socks(self.proxy, host, port, loop)
+                    where, at_proxy = origin.host, False
+                    if origin.tls:
+                        _, conn = await loop.create_connection(_Conn, sock=sock, ssl=self.ssl_context,
+                                                               server_hostname=origin.host)
+                    else:
+                        _, conn = await loop.create_connection(_Conn, sock=sock)
+                elif proxy is not None:
+                    where, at_proxy = f"the proxy {self.proxy}", True
                     if proxy.tls:  # TLS to the proxy itself; a tunnel inside it is TLS in TLS
                         _, conn = await loop.create_connection(_Conn, proxy.host, proxy.port, ssl=self.ssl_context,
                                                                server_hostname=proxy.host)
@@ -656,7 +716,7 @@ class HttpClient:
                         # the tunnel goes to the address judged above when there was one, so that the proxy's
                         # own lookup cannot swap in another; TLS still checks the certificate against the name
                         await self._tunnel(conn, origin, host)
-                        where = origin.host
+                        where, at_proxy = origin.host, False
                         tls = await loop.start_tls(conn.transport, conn, self.ssl_context,  # type: ignore[arg-type]
                                                    server_hostname=origin.host)
                         conn.transport = tls
@@ -668,20 +728,38 @@ class HttpClient:
         except BaseException as e:
             if conn is not None:
                 conn.abort()
+            elif sock is not None:
+                sock.close()
+            failed = ProxyFailed if at_proxy else ConnectFailed
             if isinstance(e, TimeoutError):
+                if at_proxy:
+                    raise ProxyFailed(f"could not connect to {where} within {self.connect_timeout:g}s") from None
                 raise HttpTimeout(f"could not connect to {where} within {self.connect_timeout:g}s") from None
             if isinstance(e, (OSError, ssl.SSLError)):
-                raise ConnectFailed(f"could not connect to {where}: {type(e).__name__}: "
-                                    f"{getattr(e, 'strerror', None) or e}") from None
+                raise failed(f"could not connect to {where}: {type(e).__name__}: "
+                             f"{getattr(e, 'strerror', None) or e}") from None
+            if isinstance(e, SocksRefused):  # the SOCKS5 handshake: credentials refused, or no tunnel
+                raise ProxyFailed(f"{where} refused: {e}") from None
+            if at_proxy and isinstance(e, HttpError) and not isinstance(e, ProxyFailed):  # CONNECT went wrong
+                raise ProxyFailed(f"{where} failed: {e}") from None
             raise
-        sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
-        if sock is not None:
+        sock_ = conn.transport.get_extra_info("socket") if conn.transport is not None else None
+        if sock_ is not None:
             try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock_.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
         self.connections_opened += 1
         return conn
+
+    async def _socks(self, proxy: Proxy, host: str, port: int, loop: asyncio.AbstractEventLoop) -> socket.socket:
+        """A socket connected through a SOCKS5 proxy to host:port (python-socks speaks the protocol: greeting,
+        RFC 1929 user/password, CONNECT). socks5h:// hands the proxy the name, socks5:// an address looked up here."""
+        connector = SocksConnector(ProxyType.SOCKS5, proxy.origin.host, proxy.origin.port,
+                                   username=proxy.username or None, password=proxy.password or None,
+                                   rdns=proxy.origin.scheme == "socks5h", loop=loop)
+        sock: socket.socket = await connector.connect(host, port, timeout=self.connect_timeout)
+        return sock
 
     async def _tunnel(self, conn: _Conn, origin: Origin, host: str) -> None:
         """CONNECT through the proxy to `host` (the origin's name, or the address it was judged by)."""
@@ -693,7 +771,7 @@ class HttpClient:
             conn.abort()
             if resp.status == 407:
                 raise _proxy_auth_failed(bool(self._proxy_auth))
-            raise ConnectFailed(f"the proxy refused to tunnel to {origin.host} (status {resp.status})")
+            raise ProxyFailed(f"the proxy refused to tunnel to {origin.host} (status {resp.status})")
         conn._resp = None
 
     # -- requests ------------------------------------------------------------------------------------
@@ -741,20 +819,21 @@ class HttpClient:
             conn.abort()
             raise
         self.requests_sent += 1
-        if resp.status == 407 and self._proxy is not None and not origin.tls:  # the proxy's answer, not the origin's
+        if resp.status == 407 and self._http_proxy and not origin.tls:  # the proxy's answer, not the origin's
             resp.close()
             raise _proxy_auth_failed(bool(self._proxy_auth))
         return resp
 
     def _target(self, method: str, origin: Origin, target: str) -> str:
         """The request line and Host header; through a proxy, a plain-http request names its origin in full
-        (absolute form) and carries the proxy's credentials (an https one goes through a CONNECT tunnel)."""
-        if self._proxy is not None and not origin.tls:
+        (absolute form) and carries the proxy's credentials (an https one goes through a CONNECT tunnel; through
+        SOCKS every request is as it would be sent direct)."""
+        if self._http_proxy and not origin.tls:
             return (f"{method} http://{origin.host_header}{target} HTTP/1.1\r\nHost: {origin.host_header}\r\n"
                     f"{self._proxy_auth}")
         return f"{method} {target} HTTP/1.1\r\nHost: {origin.host_header}\r\n"
 
 
-def _proxy_auth_failed(had_credentials: bool) -> ConnectFailed:
-    return ConnectFailed("the proxy refused the credentials (407)" if had_credentials else
+def _proxy_auth_failed(had_credentials: bool) -> ProxyFailed:
+    return ProxyFailed("the proxy refused the credentials (407)" if had_credentials else
                          "the proxy asks for credentials (407): give them in the proxy URL, http://user:password@host:port")
