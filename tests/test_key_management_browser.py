@@ -319,3 +319,18 @@ def test_key_management_and_client_keys_at_phone_width(browser, running, lang):
     assert re.search(r"Client keys|客户端密钥", page.inner_text("#client-keys h2"))
     assert errors == []
     ctx.close()
+
+
+def test_recent_requests_name_the_client_key(browser, running):
+    """The request log says which client key made a request; the owner's own requests name none."""
+    assert chat(running, 1, CONFIG_KEY) == [200] and chat(running, 1) == [200]
+    running.loop.run(running.kl.flusher.flush())
+    for lang, label in (("en", "client key from-config"), ("zh", "客户端密钥 from-config")):
+        context = browser.new_context(locale=LOCALES[lang], **DESKTOP)
+        page = context.new_page()
+        sign_in(page, running.url)
+        rows = page.locator("#req-body tr:not(.error-row)")
+        expect(rows.filter(has_text=label)).to_have_count(1)
+        expect(rows.nth(1)).to_contain_text(label)  # newest first: the owner's request, then the friend's
+        assert "from-config" not in rows.nth(0).inner_text()
+        context.close()
