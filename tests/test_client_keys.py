@@ -213,3 +213,13 @@ def test_usage_survives_a_restart(start_keyloom, fake, loop_thread, tmp_path):
 def test_wrong_keys_still_count_as_guesses(start_keyloom, fake):
     kl = start_keyloom(CLIENT_KEYS=config(), ADMIN_LOGIN_ATTEMPTS="3")
     assert [chat(kl, "kl-wrong-" + str(i)).status_code for i in range(4)] == [401, 401, 401, 429]
+
+
+@pytest.mark.parametrize("readme", ["README.md", "README.zh-CN.md"])
+def test_the_readmes_client_keys_example_is_one_keyloom_takes(readme):
+    from tests.conftest import ROOT
+    text = (ROOT / readme).read_text(encoding="utf-8")
+    example = text.split("CLIENT_KEYS='", 1)[1].split("'\n", 1)[0]
+    keys = parse_config(example)
+    assert [fields["name"] for _, fields in keys] == ["alice", "my-agent"]
+    assert all(key.isascii() and len(key) >= 24 for key, _ in keys)  # a key a client can send in a header
