@@ -17,6 +17,7 @@ a model the key may not use, 429 with Retry-After when a limit is reached.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -40,6 +41,7 @@ MAX_NAME = 80
 MAX_MODELS = 50
 MAX_KEYS = 1000       # keys the dashboard may create (bounded: each is a row and a dictionary entry)
 HISTORY_DAYS = 30
+MAX_LIMIT = 2 ** 53   # a limit beyond this is no limit (and SQLite's integers end at 2**63)
 FIELDS = ("name", "daily_requests", "daily_tokens", "rpm", "models", "expires", "enabled")
 
 
@@ -79,8 +81,8 @@ class ClientKey:
 def _limit(value: Any, name: str) -> int | None:
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1 (or empty for no limit)")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
+        raise ValueError(f"{name} must be a whole number from 1 to {MAX_LIMIT} (or empty for no limit)")
     return value
 
 
@@ -264,14 +266,21 @@ class ClientKeys:
     def allows(ck: ClientKey, model: str) -> bool:
         return not ck.models or any(fnmatchcase(model, p) for p in ck.models)
 
+    def model_refusal(self, ck: ClientKey, model: str) -> ApiError | None:
+        """403 when the key may not use `model` (also for calls that count nothing, such as count_tokens)."""
+        if self.allows(ck, model):
+            return None
+        return ApiError(403, f"The client key {ck.prefix}… may not use {model[:80]}; it may use "
+                             f"{', '.join(ck.models)}.", code="model_not_allowed", param="model")
+
     def admit(self, ck: ClientKey, model: str) -> ApiError | None:
         """Count one request of `ck` for `model` (the model that serves it), or say why it is refused."""
         refused = self.usable(ck)
         if refused is not None:
             return refused
-        if not self.allows(ck, model):
-            return ApiError(403, f"The client key {ck.prefix}… may not use {model[:80]}; it may use "
-                                 f"{', '.join(ck.models)}.", code="model_not_allowed", param="model")
+        refused = self.model_refusal(ck, model)
+        if refused is not None:
+            return refused
         self._check_day()
         if ck.rpm:
             now = self.clock.monotonic()
@@ -391,9 +400,10 @@ class ClientKeys:
         fields = self._fields(raw, partial=True)
         if "key" in raw:
             raise bad_request("a client key cannot be changed; make a new one")
+        changed = dataclasses.replace(ck, **fields)
+        await self._save(changed)  # saved first: a refused write leaves the key as it was, in memory too
         for name, value in fields.items():
             setattr(ck, name, value)
-        await self._save(ck)
         return ck
 
     async def delete(self, key_id: str) -> None:

@@ -24,6 +24,9 @@ from urllib.parse import unquote
 GEMINI_KEY_RE = re.compile(r"AIza[0-9A-Z_\-]{20,}", re.I | re.A)
 # At least 30 characters after the dot, so ordinary text ("Iraq.", "aqua.", "faq.html") never matches.
 AUTH_KEY_RE = re.compile(r"[A-Z]Q\.[0-9A-Z_\-]{30,}", re.I | re.A)
+# Keyloom's own client keys (server/client_keys.py: "kl-" and 43 URL-safe characters); those made on the
+# dashboard are kept only as hashes, so their shape is the one way to know them in a message.
+CLIENT_KEY_RE = re.compile(r"kl-[0-9A-Z_\-]{30,}", re.I | re.A)
 MAX_DECODES = 4    # percent-decoding rounds: covers double and triple encoding with room to spare
 SCAN_LIMIT = 64 * 1024  # how much of an upstream body is masked on the way to a short snippet
 _ESCAPE_RE = re.compile(r"%[0-9A-Fa-f]{2}")
@@ -44,7 +47,7 @@ def fingerprint(secret: str) -> str:
 
 def is_key_shaped(secret: str) -> bool:
     """Caught by the key patterns wherever it appears, so it needs no search of its own."""
-    return bool(GEMINI_KEY_RE.fullmatch(secret) or AUTH_KEY_RE.fullmatch(secret))
+    return bool(GEMINI_KEY_RE.fullmatch(secret) or AUTH_KEY_RE.fullmatch(secret) or CLIENT_KEY_RE.fullmatch(secret))
 
 
 def _masked(m: re.Match[str]) -> str:
@@ -89,6 +92,8 @@ class Redactor:
             text = GEMINI_KEY_RE.sub(_masked, text)
         if "q" in folded and "q." in folded:  # one rare letter first: a two-letter search costs more
             text = AUTH_KEY_RE.sub(_masked, text)
+        if "kl-" in folded:
+            text = CLIENT_KEY_RE.sub(_masked, text)
         return text
 
     def __call__(self, text: str) -> str:

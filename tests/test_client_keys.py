@@ -14,6 +14,7 @@ from server.client_keys import parse_config
 from server.clock import ManualClock
 from server.settings import SettingsError
 from tests.conftest import PASSWORD
+from tests.support.closing import track
 
 ADMIN = "admin-password-for-client-key-tests-01"
 FRIEND = "kl-friend-key-from-config-0123456789abcdef"
@@ -51,9 +52,9 @@ def test_client_keys_are_read_from_json_or_toml_and_every_problem_is_named():
 def test_a_configured_key_opens_every_api_door(start_keyloom, fake):
     kl = start_keyloom(CLIENT_KEYS=config())
     assert chat(kl, FRIEND).status_code == 200
-    assert openai.OpenAI(base_url=kl.base_url, api_key=FRIEND, max_retries=0).responses.create(
+    assert track(openai.OpenAI(base_url=kl.base_url, api_key=FRIEND, max_retries=0)).responses.create(
         model="gemini-2.5-flash", input="hi", store=False).output_text == "Echo: hi"
-    m = anthropic.Anthropic(base_url=kl.url, api_key=FRIEND, max_retries=0).messages.create(
+    m = track(anthropic.Anthropic(base_url=kl.url, api_key=FRIEND, max_retries=0)).messages.create(
         model="gemini-2.5-flash", max_tokens=50, messages=HELLO)
     assert m.content[0].text == "Echo: hello"
     with kl.http() as h:
@@ -149,7 +150,7 @@ def test_models_outside_the_list_are_a_403_after_aliases(start_keyloom, fake):
     assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed"
     assert chat(kl, FRIEND, "cheap").status_code == 200  # the alias serves an allowed model
     with pytest.raises(anthropic.PermissionDeniedError) as e:
-        anthropic.Anthropic(base_url=kl.url, api_key=FRIEND, max_retries=0).messages.create(
+        track(anthropic.Anthropic(base_url=kl.url, api_key=FRIEND, max_retries=0)).messages.create(
             model="gemini-2.5-pro", max_tokens=50, messages=HELLO)
     assert e.value.body["error"]["type"] == "permission_error"
     with kl.http() as h:
@@ -177,7 +178,7 @@ def test_an_expired_key_is_a_401_from_the_day_after(start_keyloom, fake):
     assert "2027-01-16" in r.json()["error"]["message"]
     # Claude Code retries a 401 for minutes: on the Messages API an expired key is a 400 that says why
     with pytest.raises(anthropic.BadRequestError) as e:
-        anthropic.Anthropic(base_url=kl.url, api_key=FRIEND, max_retries=0).messages.create(
+        track(anthropic.Anthropic(base_url=kl.url, api_key=FRIEND, max_retries=0)).messages.create(
             model="gemini-2.5-flash", max_tokens=50, messages=HELLO)
     assert "expired on 2027-01-16" in e.value.body["error"]["message"]
 
@@ -223,3 +224,34 @@ def test_the_readmes_client_keys_example_is_one_keyloom_takes(readme):
     keys = parse_config(example)
     assert [fields["name"] for _, fields in keys] == ["alice", "my-agent"]
     assert all(key.isascii() and len(key) >= 24 for key, _ in keys)  # a key a client can send in a header
+
+
+def test_a_key_made_on_the_dashboard_is_masked_wherever_a_client_echoes_it(start_keyloom, fake, loop_thread):
+    """Keys made on the dashboard are stored as hashes: the redactor knows them by their shape."""
+    kl = start_keyloom(ADMIN_PASSWORD=ADMIN)
+    with admin(kl) as h:
+        key = h.post("/api/client-keys", json={"name": "echo"}).json()["key"]
+    with kl.http() as h:
+        r = h.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                   json={"model": key, "messages": HELLO})
+    assert r.status_code in (400, 404) and key not in r.text and key[3:20] not in r.text
+    loop_thread.run(kl.kl.flusher.flush())
+    raw = b"".join(p.read_bytes() for p in kl.kl.data_dir.glob("keyloom.db*"))
+    assert key.encode() not in raw and key[3:20].encode() not in raw
+
+
+def test_limits_beyond_any_use_are_refused_and_a_refused_change_changes_nothing(start_keyloom, fake):
+    kl = start_keyloom(ADMIN_PASSWORD=ADMIN)
+    with admin(kl) as h:
+        assert h.post("/api/client-keys", json={"name": "x", "rpm": 10 ** 20}).status_code == 400
+        made = h.post("/api/client-keys", json={"name": "y", "daily_tokens": 1000}).json()
+        assert h.put(f"/api/client-keys/{made['id']}", json={"daily_tokens": 2 ** 63}).status_code == 400
+        assert h.get("/api/client-keys").json()["client_keys"][0]["daily_tokens"] == 1000
+
+
+def test_count_tokens_holds_a_keys_model_list(start_keyloom, fake):
+    kl = start_keyloom(CLIENT_KEYS=config(models=["gemini-2.0-*"]))
+    c = track(anthropic.Anthropic(base_url=kl.url, api_key=FRIEND, max_retries=0))
+    with pytest.raises(anthropic.PermissionDeniedError):
+        c.messages.count_tokens(model="gemini-2.5-pro", messages=HELLO)
+    assert c.messages.count_tokens(model="gemini-2.0-flash", messages=HELLO).input_tokens == 1

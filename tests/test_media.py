@@ -174,3 +174,19 @@ def test_speech_aliases_for_openai_model_names(start_keyloom, media):
     kl.client().audio.speech.create(model="tts-1-hd", voice="nova", input="hi")
     kl.client().images.generate(model="dall-e-3", prompt="z")
     assert [c.model for c in media.generate_calls()] == ["gemini-2.5-flash-preview-tts", "gemini-2.5-flash-image"]
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/images/generations", {"model": "gemini-2.5-flash-image", "prompt": "x", "quality": []}),
+    ("/v1/images/generations", {"model": "gemini-2.5-flash-image", "prompt": "x", "size": "²x1"}),
+    ("/v1/images/generations", {"model": "gemini-2.5-flash-image", "prompt": "x", "size": "1" + "0" * 400 + "x1"}),
+    ("/v1/images/generations", {"model": "imagen-4.0-generate-001", "prompt": "x", "size": "9" * 5000 + "x1"}),
+    ("/v1/images/generations", {"model": "gemini-2.5-flash-image", "prompt": "x", "response_format": ["url"]}),
+    ("/v1/audio/speech", {"model": "gemini-2.5-flash-preview-tts", "input": "hi", "voice": "alloy",
+                          "response_format": []}),
+])
+def test_odd_values_are_400s_not_500s(start_keyloom, media, path, body):
+    kl = start_keyloom()
+    with kl.http() as h:
+        r = h.post(path, headers=kl.auth(), json=body)
+    assert r.status_code == 400 and "Traceback" not in r.text, r.text

@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 
 from tests.conftest import KEYS, PASSWORD
 from tests.fake_gemini import Reply, function_call_reply, key_signature, stream_events, text_reply
+from tests.support.closing import track
 
 WEATHER = {"name": "get_weather", "description": "Weather for a place",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -22,7 +23,7 @@ HELLO = [{"role": "user", "content": "hello there"}]
 
 def client(kl, **kw) -> anthropic.Anthropic:
     kw.setdefault("api_key", PASSWORD)
-    return anthropic.Anthropic(base_url=kl.url, max_retries=0, timeout=20.0, **kw)
+    return track(anthropic.Anthropic(base_url=kl.url, max_retries=0, timeout=20.0, **kw))
 
 
 def _raw_events(kl, body, headers=None):

@@ -198,3 +198,11 @@ def test_model_aliases_serve_codexs_model_names_and_are_listed(start_keyloom, fa
     ids = {m.id: m.owned_by for m in kl.client().models.list().data}
     assert ids["gpt-4o"] == "keyloom alias of gemini-2.0-flash"
     assert "gpt-5*" not in ids  # a pattern is not a model a picker could offer
+
+
+@pytest.mark.parametrize("kind", [{}, [], 7])
+def test_an_item_type_that_is_not_a_string_is_a_400(start_keyloom, fake, kind):
+    kl = start_keyloom()
+    with kl.http() as h:
+        r = h.post("/v1/responses", headers=kl.auth(), json={"model": "gemini-2.5-flash", "input": [{"type": kind}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input[0].type"

@@ -74,6 +74,10 @@ class CountTokensHandler(_MessagesErrors, LoggedHandler):
         except TranslationError as e:
             raise bad_request(e.message, e.param) from None
         ctx = self.begin()
+        if self.client_key is not None:  # free, so not counted; but a key's model list holds here too
+            refused = kl.client_keys.model_refusal(self.client_key, variant.base)
+            if refused is not None:
+                raise refused
         await kl.native.admit(variant.base, "countTokens", self.client_ip, ctx.trace)
         raw = ujson.dumps(body, ensure_ascii=False, escape_forward_slashes=False).encode()
         reply = await kl.native.call(variant.base, "countTokens", raw, ctx.trace)

@@ -18,6 +18,7 @@ What OpenAI's fields become:
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,7 @@ RATIOS = {"1:1": 1.0, "2:3": 2 / 3, "3:2": 1.5, "3:4": 0.75, "4:3": 4 / 3, "4:5"
 IMAGEN_RATIOS = ("1:1", "3:4", "4:3", "9:16", "16:9")
 QUALITY_SIZE = {"low": "1K", "medium": "1K", "standard": "1K", "high": "2K", "hd": "2K"}
 FORMATS = ("b64_json", "url")
+_SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})", re.A)
 
 
 def _prompt(req: Mapping[str, Any]) -> str:
@@ -53,7 +55,7 @@ def count(req: Mapping[str, Any]) -> int:
 
 def response_format(req: Mapping[str, Any]) -> str:
     fmt = req.get("response_format") or "b64_json"
-    if fmt not in FORMATS:
+    if not isinstance(fmt, str) or fmt not in FORMATS:
         raise TranslationError("response_format must be b64_json or url", "response_format")
     return str(fmt)
 
@@ -66,11 +68,11 @@ def aspect_ratio(size: Any, allowed: tuple[str, ...] | None = None) -> str | Non
         raise TranslationError("size must be a string such as 1024x1024", "size")
     if size in RATIOS and (allowed is None or size in allowed):
         return size  # Gemini's own form, passed as it is
-    w, sep, h = size.lower().partition("x")
-    if not sep or not w.isdigit() or not h.isdigit() or int(w) == 0 or int(h) == 0:
+    m = _SIZE.fullmatch(size.lower())  # ASCII digits, bounded: int() of "²" or of 5 000 digits would raise
+    if m is None or int(m.group(1)) == 0 or int(m.group(2)) == 0:
         raise TranslationError("size must be WIDTHxHEIGHT (such as 1024x1024), an aspect ratio such as 16:9, "
                                "or auto", "size")
-    want = int(w) / int(h)
+    want = int(m.group(1)) / int(m.group(2))
     choices = [r for r in RATIOS if allowed is None or r in allowed]
     best = min(choices, key=lambda r: abs(RATIOS[r] - want) / RATIOS[r])
     if abs(RATIOS[best] - want) / RATIOS[best] > 0.15:  # 3:2 still finds Imagen's 4:3
@@ -90,7 +92,7 @@ def gemini_request(req: Mapping[str, Any], model: str, images: list[tuple[str, s
         image_config["aspectRatio"] = ratio
     quality = req.get("quality")
     if quality not in (None, "auto"):
-        if quality not in QUALITY_SIZE:
+        if not isinstance(quality, str) or quality not in QUALITY_SIZE:
             raise TranslationError("quality must be low, medium, high, standard, hd or auto", "quality")
         if model.lower().startswith("gemini-3"):
             image_config["imageSize"] = QUALITY_SIZE[quality]

@@ -282,6 +282,8 @@ def convert_input(req: Mapping[str, Any], traits: ModelTraits, images: Images | 
         if not isinstance(item, dict):
             raise TranslationError(f"{where} must be an object", where)
         kind = item.get("type", "message" if "role" in item else None)
+        if kind is not None and not isinstance(kind, str):
+            raise TranslationError(f"{where}.type must be a string", f"{where}.type")
         if kind == "message":
             role = item.get("role")
             if role not in ROLES:

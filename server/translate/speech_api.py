@@ -57,6 +57,8 @@ def audio_format(req: Mapping[str, Any]) -> str:
     fmt = req.get("response_format")
     if fmt is None:
         return "wav"
+    if not isinstance(fmt, str):
+        raise TranslationError("response_format must be wav or pcm", "response_format")
     if fmt in UNSUPPORTED_FORMATS:
         raise TranslationError(f"response_format {fmt} is not available here: Gemini speaks raw PCM, which "
                                "Keyloom returns as wav or pcm", "response_format")
