@@ -174,3 +174,15 @@ def test_the_key_routes_keep_the_admin_doors(start_keyloom):
         # the bearer admin password works like everywhere else on the admin API
         r = http.put(f"/api/keys/{fp}/meta", json={"tags": ["cli"]}, headers={"Authorization": f"Bearer {ADMIN}"})
         assert r.status_code == 200 and r.json()["tags"] == ["cli"]
+
+
+def test_removing_a_key_removes_its_note_and_tags(start_keyloom):
+    running = start_keyloom(ADMIN_PASSWORD=ADMIN)
+    admin = AdminClient(running.url, ADMIN)
+    fp = FPS[2]
+    admin.ok("PUT", f"keys/{fp}/meta", {"tags": ["lent"], "note": "to Bob"})
+    admin.ok("DELETE", f"keys/{fp}")
+    admin.ok("POST", "keys", {"keys": KEYS[2]})
+    meta = admin.ok("GET", "keys/meta")["keys"].get(fp, {})
+    assert meta.get("tags", []) == [] and meta.get("note", "") == ""
+    admin.close()

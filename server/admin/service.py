@@ -170,7 +170,10 @@ class AdminService:
         kl = self.kl
         key = self.key(fp)
         kl.pool.remove(fp)
-        batches: list[tuple[str, list[tuple[Any, ...]]]] = [("DELETE FROM stored_key WHERE key_fp = ?", [(fp,)])]
+        batches: list[tuple[str, list[tuple[Any, ...]]]] = [("DELETE FROM stored_key WHERE key_fp = ?", [(fp,)]),
+                                                             # its note and tags go with it (a key added again
+                                                             # starts without them)
+                                                             ("DELETE FROM key_note WHERE key_fp = ?", [(fp,)])]
         if key.source != "dashboard":
             batches.append(("INSERT OR REPLACE INTO removed_key (key_fp, removed_at) VALUES (?, ?)",
                             [(fp, kl.clock.time())]))
