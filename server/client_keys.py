@@ -206,6 +206,7 @@ class ClientKeys:
         self.day = quota_day.today()
         # today's usage per key and model (the request path adds; the flush writes what changed)
         self.usage: dict[tuple[str, str], DayUsage] = {}
+        self.totals: dict[str, DayUsage] = {}  # today's use per key over all models (the sum of `usage`)
         self._dirty: set[tuple[str, str]] = set()
         self._pending: list[tuple[str, str, str, int, int]] = []
         for key, fields in configured or ():
@@ -229,6 +230,9 @@ class ClientKeys:
         for key_id, model, req, tok in await self.db.fetchall(
                 "SELECT key_id, model, requests, tokens FROM client_key_usage WHERE day = ?", (self.day,)):
             self.usage[(key_id, model)] = DayUsage(req, tok)
+            total = self.totals.setdefault(key_id, DayUsage())
+            total.requests += req
+            total.tokens += tok
 
     def find(self, credential: str) -> ClientKey | None:
         return self.by_hash.get(key_hash(credential)) if self.by_hash else None
@@ -242,15 +246,12 @@ class ClientKeys:
                               if (k, m) in self._dirty]
             self._dirty.clear()
             self.usage = {}
+            self.totals = {}
             self.day = day
 
     def _today(self, ck: ClientKey) -> DayUsage:
-        total = DayUsage()
-        for (key_id, _), u in self.usage.items():
-            if key_id == ck.id:
-                total.requests += u.requests
-                total.tokens += u.tokens
-        return total
+        """The key's use today over every model (kept as it grows: admission reads it on every request)."""
+        return self.totals.get(ck.id) or DayUsage()
 
     def usable(self, ck: ClientKey) -> ApiError | None:
         """Refused before anything else when the key is switched off or expired (401)."""
@@ -306,6 +307,7 @@ class ClientKeys:
             ck.minute.append(self.clock.monotonic())
         u = self.usage.setdefault((ck.id, model), DayUsage())
         u.requests += 1
+        self.totals.setdefault(ck.id, DayUsage()).requests += 1
         self._dirty.add((ck.id, model))
         return None
 
@@ -316,6 +318,7 @@ class ClientKeys:
         self._check_day()
         u = self.usage.setdefault((ck.id, model), DayUsage())
         u.tokens += tokens
+        self.totals.setdefault(ck.id, DayUsage()).tokens += tokens
         self._dirty.add((ck.id, model))
 
     # -- the flush -----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pydantic import TypeAdapter
 from tests.conftest import KEYS
 from tests.fake_gemini import FakeGemini, Reply, bad_request_body, frame, stream_events, text_reply
 from tests.support.openai_schema import validate
+from tests.support.sse import named_events
 
 MODES = ("plain", "fake-stream", "real-stream")
 TEXT = "the healthy key answered"
@@ -153,8 +154,7 @@ class Api:
 
 
 def _named(text: str) -> list[dict]:
-    return [json.loads(line[6:]) for block in text.replace("\r\n", "\n").split("\n\n")
-            for line in block.split("\n") if line.startswith("data: ")]
+    return named_events(text.replace("\r\n", "\n").split("\n"))
 
 
 class ResponsesApi(Api):

@@ -4,7 +4,6 @@ key-bound thought signatures, errors in Anthropic's shape with the statuses Clau
 a slow answer is made, credentials as x-api-key or Bearer, aliases for claude-… names."""
 from __future__ import annotations
 
-import json
 import threading
 
 import anthropic
@@ -14,6 +13,7 @@ from pydantic import TypeAdapter
 from tests.conftest import KEYS, PASSWORD
 from tests.fake_gemini import Reply, function_call_reply, key_signature, stream_events, text_reply
 from tests.support.closing import track
+from tests.support.sse import stream_named
 
 WEATHER = {"name": "get_weather", "description": "Weather for a place",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -27,19 +27,8 @@ def client(kl, **kw) -> anthropic.Anthropic:
 
 
 def _raw_events(kl, body, headers=None):
-    out = []
-    with kl.http() as h, h.stream("POST", "/v1/messages", json={**body, "stream": True},
-                                  headers=headers or {"x-api-key": PASSWORD, "anthropic-version": "2023-06-01"}) as r:
-        assert r.status_code == 200, r.read()
-        name = None
-        for line in r.iter_lines():
-            if line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: "):
-                data = json.loads(line[6:])
-                assert data["type"] == name
-                out.append(data)
-    return out
+    return stream_named(kl, "/v1/messages", body,
+                        headers or {"x-api-key": PASSWORD, "anthropic-version": "2023-06-01"})
 
 
 def test_a_text_answer_parses_with_the_sdk_types(start_keyloom, fake):

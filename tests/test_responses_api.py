@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import KEYS, PASSWORD
 from tests.fake_gemini import Reply, function_call_reply, key_signature, stream_events, text_reply
 from tests.support.openai_schema import validate
+from tests.support.sse import stream_named
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a place",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -19,20 +20,8 @@ G3 = "gemini-3-pro-preview"
 
 
 def _events(kl, body):
-    """The raw SSE events of a streamed /v1/responses request: [(event name, data)]."""
-    out = []
-    with kl.http() as h, h.stream("POST", "/v1/responses", headers=kl.auth(), json={**body, "stream": True}) as r:
-        assert r.status_code == 200
-        assert r.headers["content-type"].startswith("text/event-stream")
-        name = None
-        for line in r.iter_lines():
-            if line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: "):
-                data = json.loads(line[6:])
-                assert data["type"] == name
-                out.append((name, data))
-    return out
+    """The SSE events of a streamed /v1/responses request: [(event name, data)]."""
+    return [(e["type"], e) for e in stream_named(kl, "/v1/responses", body, kl.auth())]
 
 
 def test_a_text_answer_validates_against_the_spec(start_keyloom, fake):

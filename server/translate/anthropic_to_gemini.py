@@ -79,6 +79,7 @@ from .openai_to_gemini import (
     _number,
     _schema,
     gemini_call_id,
+    json_output,
     split_tool_call_id,
 )
 from .openai_to_gemini import _tool_result as _result_value
@@ -528,10 +529,8 @@ def _output_format(req: Mapping[str, Any], config: dict[str, Any]) -> None:
     fmt = _object(fmt, "output_config.format")
     if fmt.get("type") != "json_schema":
         raise _fail("type must be json_schema", "output_config.format.type")
-    config["responseMimeType"] = "application/json"
-    schema = _schema(_object(fmt.get("schema"), "output_config.format.schema"), "output_config.format.schema")
-    if schema:
-        config["responseSchema"] = schema
+    schema = _object(fmt.get("schema"), "output_config.format.schema")
+    json_output("json_schema", schema, "output_config.format", config, "output_config.format.schema")
 
 
 def generation_config(req: Mapping[str, Any], traits: ModelTraits, extras: Extras) -> tuple[dict[str, Any], bool]:

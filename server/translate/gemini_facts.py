@@ -101,15 +101,21 @@ def is_imagen(mid: str) -> bool:
     return mid.lower().removeprefix("models/").startswith("imagen-")
 
 
-def audio_of(part: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(mime type, base64 data) of audio the model produced (TTS models: `audio/L16;codec=pcm;rate=24000`)."""
+def _inline_of(part: Mapping[str, Any], kind: str) -> tuple[str, str] | None:
+    """(mime type, base64 data) of inline data of `kind` ("image/", "audio/") the model produced (not a
+    thought's draft), else None."""
     blob = part.get("inlineData")
     if part.get("thought") or not isinstance(blob, dict):
         return None
     mime, data = blob.get("mimeType"), blob.get("data")
-    if isinstance(mime, str) and mime.startswith("audio/") and isinstance(data, str) and data:
+    if isinstance(mime, str) and mime.startswith(kind) and isinstance(data, str) and data:
         return mime, data
     return None
+
+
+def audio_of(part: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Audio the model produced (TTS models: `audio/L16;codec=pcm;rate=24000`)."""
+    return _inline_of(part, "audio/")
 
 
 def has_answer(candidate: Any) -> bool:
@@ -117,11 +123,5 @@ def has_answer(candidate: Any) -> bool:
 
 
 def image_of(part: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(mime type, base64 data) of an image the model produced (not a thought's draft), else None."""
-    blob = part.get("inlineData")
-    if part.get("thought") or not isinstance(blob, dict):
-        return None
-    mime, data = blob.get("mimeType"), blob.get("data")
-    if isinstance(mime, str) and mime.startswith("image/") and isinstance(data, str) and data:
-        return mime, data
-    return None
+    """An image the model produced."""
+    return _inline_of(part, "image/")

@@ -410,22 +410,28 @@ def _response_format(req: Mapping[str, Any], config: dict[str, Any]) -> None:
     if not isinstance(rf, dict):
         raise TranslationError("response_format must be an object", "response_format")
     kind = rf.get("type")
-    if kind in (None, "text"):
-        return
-    if kind == "json_object":
-        config["responseMimeType"] = "application/json"
-    elif kind == "json_schema":
-        config["responseMimeType"] = "application/json"
+    schema = None
+    if kind == "json_schema":
         js = rf.get("json_schema")
         if not isinstance(js, dict):
             raise TranslationError("response_format.json_schema must be an object", "response_format.json_schema")
-        if isinstance(js.get("schema"), dict):
-            schema = _schema(js["schema"], "response_format.json_schema.schema")
-            if schema:
-                config["responseSchema"] = schema
-    else:
-        raise TranslationError("response_format.type must be text, json_object or json_schema",
-                               "response_format.type")
+        schema = js.get("schema") if isinstance(js.get("schema"), dict) else None
+    json_output(kind, schema, "response_format", config, "response_format.json_schema.schema")
+
+
+def json_output(kind: Any, schema: dict[str, Any] | None, where: str, config: dict[str, Any],
+                schema_where: str) -> None:
+    """A structured-output request of any dialect (`kind`: text, json_object or json_schema) → Gemini's
+    responseMimeType and responseSchema (the schema cleaned for Gemini)."""
+    if kind in (None, "text"):
+        return
+    if kind not in ("json_object", "json_schema"):
+        raise TranslationError(f"{where}.type must be text, json_object or json_schema", f"{where}.type")
+    config["responseMimeType"] = "application/json"
+    if kind == "json_schema" and schema is not None:
+        cleaned = _schema(schema, schema_where)
+        if cleaned:
+            config["responseSchema"] = cleaned
 
 
 def generation_config(req: Mapping[str, Any], traits: ModelTraits) -> dict[str, Any]:

@@ -53,11 +53,11 @@ from .openai_to_gemini import (
     _function_args,
     _integer,
     _number,
-    _schema,
     _text_of,
     _text_with_images,
     _tool_result,
     gemini_call_id,
+    json_output,
     parse_data_url,
     split_tool_call_id,
 )
@@ -467,18 +467,10 @@ def _text_format(req: Mapping[str, Any], config: dict[str, Any]) -> None:
     if not isinstance(fmt, dict):
         raise TranslationError("text.format must be an object", "text.format")
     kind = fmt.get("type")
-    if kind in (None, "text"):
-        return
-    if kind not in ("json_object", "json_schema"):
-        raise TranslationError("text.format.type must be text, json_object or json_schema", "text.format.type")
-    config["responseMimeType"] = "application/json"
-    if kind == "json_schema":
-        schema = fmt.get("schema")
-        if not isinstance(schema, dict):
-            raise TranslationError("text.format.schema must be a JSON Schema object", "text.format.schema")
-        cleaned = _schema(schema, "text.format.schema")
-        if cleaned:
-            config["responseSchema"] = cleaned
+    schema = fmt.get("schema")
+    if kind == "json_schema" and not isinstance(schema, dict):
+        raise TranslationError("text.format.schema must be a JSON Schema object", "text.format.schema")
+    json_output(kind, schema if kind == "json_schema" else None, "text.format", config, "text.format.schema")
 
 
 def _thinking(req: Mapping[str, Any], traits: ModelTraits, extras: Extras) -> dict[str, Any] | None:
