@@ -25,7 +25,7 @@ from tornado.netutil import bind_sockets
 
 from .admin.audit import Audit
 from .admin.service import AdminService
-from .admin.sessions import CHAT_COOKIE, COOKIE, Sessions
+from .admin.sessions import CHAT_COOKIE, COOKIE, SignedSessions
 from .alerts import Alerts
 from .auth import ADMIN_PASSWORD_FILE, Gate, load_or_create_password
 from .catalog import ModelCatalog
@@ -33,7 +33,7 @@ from .chat import ChatService
 from .client_keys import ClientKeys
 from .client_keys import parse_config as parse_client_keys
 from .clock import Clock, SystemClock
-from .conversations import Conversations
+from .conversations import ConversationStore
 from .dispatch import Dispatcher
 from .embeddings import EmbeddingService
 from .handlers.admin import STATIC, AssetHandler, admin_routes
@@ -68,11 +68,17 @@ from .redact import Redactor
 from .render import Renderer
 from .reuse import Reuse
 from .settings import Settings
+from .store.counters import CounterStore
 from .store.db import DB_FILE, Database, DatabaseUnusable, explain
+from .store.errors import StoreDown
 from .store.flush import Flusher
+from .store.history import History
 from .store.lock import DataDirLock
+from .store.redis_backend import RedisBackend, url_secrets
+from .store.redis_counters import RedisCounters
 from .store.requestlog import RequestLog
-from .stored_responses import StoredResponses
+from .store.stores import Needs, Stores, redis_stores, sqlite_stores
+from .stored_responses import ResponseStore
 from .throttle import CredentialThrottle
 from .upstream.egress import Egress
 from .upstream.gemini import GeminiClient
@@ -176,7 +182,7 @@ class StartupError(RuntimeError):
 class Keyloom:
     def __init__(self, settings: Settings, *, password: str, data_dir: Path, clock: Clock | None = None,
                  demo: bool = False, redactor: Redactor | None = None, env: Mapping[str, str] | None = None,
-                 providers: Providers | None = None, admin_password: str | None = None):
+                 providers: Providers | None = None, admin_password: str | None = None, worker: int = 0):
         """`admin_password`: the dashboard's (start-up resolves it); None → ADMIN_PASSWORD, WEB_PASSWORD, else
         the one generated into DATA_DIR. Never the client password unless the owner set both alike."""
         self.settings = settings
@@ -184,6 +190,7 @@ class Keyloom:
         self.data_dir = data_dir
         self.clock = clock or SystemClock()
         self.demo = demo
+        self.worker = worker  # WORKERS>1: this process's number, 0..N-1 (server/workers.py); else 0
         self.started_mono = self.clock.monotonic()
         self.in_flight = 0
         if admin_password is None:
@@ -204,16 +211,38 @@ class Keyloom:
         self.addresses = ClientAddresses(self.proxy_hops)
         self.slots = ClientSlots(lambda: self.settings.MAX_CONNECTIONS_PER_CLIENT)
         self.request_log = RequestLog()
-        self.db = Database(data_dir / DB_FILE)
+        self.db = Database(data_dir / DB_FILE)  # SQLite mode; never opened when REDIS_URL is set
         self.redactor = redactor or Redactor()
-        self.audit = Audit(self.db, self.clock, self.redactor)
-        self.flusher = Flusher(self.db, self.pool, self.client_limits, self.request_log, get_settings, self.clock,
-                               self.audit)
+        # REDIS_URL: every process with that URL shares one pool (server/store/redis_backend.py); else SQLite
+        self.redis: RedisBackend | None = None
+        if settings.REDIS_URL:
+            self.redactor.add(url_secrets(settings.REDIS_URL))
+            self.redis = RedisBackend(settings.REDIS_URL, settings.REDIS_PREFIX, settings.REPLICA_NAME, worker)
+        needs = Needs(settings, get_settings, self.clock, data_dir, lambda: self.password, lambda: self.admin_password,
+                      self.apply_settings)
+        # every stored concept, one typed property each (server/store/stores.py): SQLite or Redis
+        self.stores: Stores = redis_stores(self.redis, needs) if self.redis else sqlite_stores(self.db, needs)
+        self.counters: CounterStore = self.stores.counters
+        # what the dashboard reads about the past: the whole cluster's in Redis mode (server/store/history.py)
+        self.history: History = self.stores.history
+        self.audit = Audit(self.db, self.clock, self.redactor, self.history)
+        self.flusher = Flusher(self.counters, self.pool, self.client_limits, self.request_log, get_settings,
+                               self.clock, self.audit)
         configured_keys = parse_client_keys(settings.CLIENT_KEYS)
         self.redactor.add([key for key, _ in configured_keys])
-        self.client_keys = ClientKeys(self.db, self.clock, get_settings, self.quota_day, configured_keys)
+        # the dashboard's client keys: in Redis (shared, changes announced to every replica) or SQLite
+        self.client_keys = ClientKeys(self.stores.client_keys, self.clock, get_settings, self.quota_day,
+                                      configured_keys)
         self.client_limits.client_keys = self.client_keys
         self.flusher.client_keys = self.client_keys
+        self.audit.write = self.flusher.flush
+        # per-minute limits: one set of counts for the global limit and the client keys' rpm
+        self.client_keys.minutes = self.client_limits.minutes
+        if isinstance(self.counters, RedisCounters):  # a key leaving play reaches the others at once
+            self.pool.on_change = self.flusher.soon
+            self.pool.on_near_limit = self.flusher.soon
+            self.counters.on_remote_change = self.flusher.others_changed
+            self.client_limits.minutes.enabled = True  # per-minute limits count the other processes too
         if demo:
             for k in self.pool.keys:
                 k.source = "demo"
@@ -223,6 +252,10 @@ class Keyloom:
         self.egress = Egress(settings.UPSTREAM_PROXIES, self.clock, self.http,
                              connect_timeout=settings.UPSTREAM_CONNECT_TIMEOUT)
         self.redactor.add([*(self.http.proxy.secrets() if self.http.proxy else ()), *self.egress.secrets()])
+        if self.redis is not None and self.egress:  # a proxy resting on one process rests on all
+            redis_ = self.redis
+            self.egress.on_change = lambda health: redis_.publish("proxy", health)
+            self.redis.subscribe("proxy", self.egress.apply_health)
         self.gemini = GeminiClient(self.http, settings.GEMINI_BASE_URL, timeout=settings.UPSTREAM_TIMEOUT,
                                    stream_idle_timeout=settings.UPSTREAM_STREAM_IDLE_TIMEOUT, redact=self.redactor,
                                    egress=self.egress)
@@ -239,16 +272,16 @@ class Keyloom:
         self.native = NativeService(self.catalog, self.dispatcher, self.client_limits, get_settings)
         self.embeddings = EmbeddingService(self.catalog, self.dispatcher, self.client_limits, get_settings)
         self.media = MediaService(self.catalog, self.dispatcher, self.client_limits, get_settings, self.clock)
-        self.admin = AdminService(self, settings)
+        self.admin = AdminService(self, settings, live=self.stores.live, sessions=self.stores.admin_sessions,
+                                  keys=self.stores.keys)
         # pacing and background re-checks of keys (pool/keys.py, pool/recheck.py), both read live
         self.pool.pacing = lambda: self.settings.KEY_MIN_INTERVAL_MS / 1000.0
         self.rechecker = Rechecker(self.pool, self.client_for, lambda: self.settings.KEY_RECHECK_MINUTES * 60.0,
                                    self.clock, self.redactor, poll=min(1.0, settings.FLUSH_INTERVAL))
-        self.chat_sessions = Sessions(self.db, self.clock, lambda: self.password,
-                                      lambda: self.settings.ADMIN_SESSION_HOURS, table="chat_session",
-                                      secret_name="chat_session_secret")
-        self.conversations = Conversations(self.db, self.clock, get_settings)
-        self.responses = StoredResponses(self.db, self.clock, get_settings)
+        self.chat_sessions: SignedSessions = self.stores.chat_sessions
+        # saved conversations and stored Responses: the whole cluster's in Redis mode
+        self.conversations: ConversationStore = self.stores.conversations
+        self.responses: ResponseStore = self.stores.responses
         self.renderer = Renderer()  # its worker process starts on the first render, not here
         self.web = WebApp(self, routes(settings.DASHBOARD_PATH), default_handler_class=NotFoundHandler,
                           log_function=self._log_request,
@@ -348,14 +381,22 @@ class Keyloom:
         a half-started process must exit, never linger."""
         s = self.settings
         try:
-            self.lock.acquire()
+            if self.redis is None:  # one process per DATA_DIR on SQLite; with Redis, DATA_DIR holds no state
+                self.lock.acquire()
         except OSError as e:
             raise StartupError(f"cannot write DATA_DIR {self.data_dir}: {e.strerror or e}. Make it writable, or set "
                                "DATA_DIR to a writable directory.") from None
         sockets: list[socket.socket] = []
         try:
-            sockets = self._bind(s.PORT if port is None else port, host if host is not None else s.HOST)
-            await self.db.open()
+            sockets = self._bind(s.PORT if port is None else port, host if host is not None else s.HOST,
+                                 reuse_port=s.WORKERS > 1)  # WORKERS: each process binds the port itself
+            if self.redis is not None:
+                try:
+                    await self.redis.open(s.REDIS_START_TIMEOUT)
+                except RuntimeError as e:
+                    raise StartupError(str(e)) from None
+            else:
+                await self.db.open()
             try:
                 self.apply_settings(await self.admin.load())
                 await self.chat_sessions.load()
@@ -369,6 +410,8 @@ class Keyloom:
             for sock in sockets:
                 sock.close()
             await self.db.close()
+            if self.redis is not None:
+                await self.redis.close()
             self.lock.release()
             raise
         self.server = LimitedHTTPServer(
@@ -390,9 +433,9 @@ class Keyloom:
         return self.port
 
     @staticmethod
-    def _bind(port: int, host: str) -> list[socket.socket]:
+    def _bind(port: int, host: str, reuse_port: bool = False) -> list[socket.socket]:
         try:
-            return bind_sockets(port, host, family=socket.AF_UNSPEC, backlog=1024)
+            return bind_sockets(port, host, family=socket.AF_UNSPEC, backlog=1024, reuse_port=reuse_port)
         except socket.gaierror as e:
             raise StartupError(f"cannot listen on HOST={host!r}: {e.strerror}. Set HOST to an address of this "
                                "machine, such as 0.0.0.0 (all) or 127.0.0.1 (this machine only).") from None
@@ -441,12 +484,16 @@ class Keyloom:
             await self.responses.drain()
             try:
                 await self.flusher.stop()
+            except StoreDown:
+                log.warning("stopping while Redis is away: what was counted since Redis went away is not written")
             except Exception:
                 log.exception("the last write to the database failed")
             await self.renderer.close()
             await self.alerts.close()
         finally:
             await self.db.close()
+            if self.redis is not None:
+                await self.redis.close()
             self.lock.release()  # after the last write: another process may take DATA_DIR from here on
             await self.http.close()
             await self.egress.close()

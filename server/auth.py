@@ -43,6 +43,21 @@ def load_or_create_password(configured: str, data_dir: Path, name: str = PASSWOR
     return password, True
 
 
+def unshared_passwords(redis_url: str, password: str, admin_password: str) -> str:
+    """With REDIS_URL, the refusal to start (one paragraph) when a password would be generated: each replica
+    would generate its own into its own DATA_DIR, and a client or a dashboard sign-in would work on one replica
+    and fail on the next. Keeping a generated one in Redis instead would hand the dashboard (and key export) to
+    anyone who can read the Redis, which KEY_ENCRYPTION_SECRET exists to prevent. "" when both are set."""
+    if not redis_url:
+        return ""
+    missing = [name for name, value in (("PASSWORD", password), ("ADMIN_PASSWORD", admin_password)) if not value]
+    if not missing:
+        return ""
+    return (f"Keyloom cannot start: with REDIS_URL every replica must use the same passwords, so "
+            f"{' and '.join(missing)} must be set (a generated one would differ on each replica). Set "
+            f"{' and '.join(missing)}, the same on every replica (ADMIN_PASSWORD may also come from WEB_PASSWORD).\n")
+
+
 def presented_credentials(request: HTTPServerRequest) -> list[str]:
     """What the client offers as its key: Bearer token, x-goog-api-key header, ?key= (hajimi's ways), or
     x-api-key (Anthropic's clients: Claude Code with ANTHROPIC_API_KEY)."""

@@ -24,13 +24,14 @@ import json
 import math
 import secrets
 import tomllib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Protocol
 
 from .clock import Clock
 from .errors import ApiError, bad_request
+from .limits import MinuteShares, retry_in
 from .pool.quota import QuotaDay
 from .settings import Settings, SettingsError
 from .store.db import Database
@@ -43,6 +44,8 @@ MAX_KEYS = 1000       # keys the dashboard may create (bounded: each is a row an
 HISTORY_DAYS = 30
 MAX_LIMIT = 2 ** 53   # a limit beyond this is no limit (and SQLite's integers end at 2**63)
 FIELDS = ("name", "daily_requests", "daily_tokens", "rpm", "models", "expires", "enabled")
+STORED = ("id", "name", "key_hash", "prefix", "daily_requests", "daily_tokens", "rpm", "models", "expires",
+          "enabled", "created_at")  # what a shared store keeps of a dashboard key (its hash, never the key)
 
 
 def key_hash(key: str) -> str:
@@ -186,6 +189,70 @@ def parse_config(text: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+# -- where definitions live -------------------------------------------------------------------------------------
+
+class ClientKeyStore(Protocol):
+    """Where the dashboard's client keys are kept, and where the per-day usage history is read from: SQLite
+    (`SqliteClientKeyStore`, below) or Redis (server/store/redis_client_keys.py). The registry holds the keys in
+    memory (the request path never waits on a store); a store other processes share tells it to read them
+    again when one of them changed something (`on_change`). Usage counting itself is the flush's."""
+
+    async def load_all(self) -> list[ClientKey]:
+        """Every key made on the dashboard."""
+        ...
+
+    async def put(self, ck: ClientKey) -> None:
+        """Create or replace one key (its definition and hash; never the key itself)."""
+        ...
+
+    async def delete(self, key_id: str) -> None:
+        ...
+
+    async def history(self, since: str, until: str) -> list[tuple[str, str, int, int]]:
+        """(key id, day, requests, tokens) summed over models, for since <= day < until."""
+        ...
+
+    def on_change(self, reload: Callable[[], Awaitable[None]]) -> None:
+        """Call `reload` when another process changed the keys (nothing to do for a store one process owns)."""
+        ...
+
+
+class SqliteClientKeyStore:
+    """The client_key table, and client_key_usage for the history (one process owns the file: nobody else
+    changes the keys behind its back)."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    async def load_all(self) -> list[ClientKey]:
+        out = []
+        for row in await self.db.fetchall(
+                "SELECT id, name, key_hash, prefix, daily_requests, daily_tokens, rpm, models, expires, enabled, "
+                "created_at FROM client_key"):
+            id_, name, h, prefix, dr, dtk, rpm, models, expires, enabled, created = row
+            out.append(ClientKey(id_, name, h, prefix, dr, dtk, rpm, json.loads(models or "[]"), expires,
+                                 bool(enabled), "dashboard", created))
+        return out
+
+    async def put(self, ck: ClientKey) -> None:
+        await self.db.write([(
+            "INSERT OR REPLACE INTO client_key (id, name, key_hash, prefix, daily_requests, daily_tokens, rpm, models, "
+            "expires, enabled, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(ck.id, ck.name, ck.key_hash, ck.prefix, ck.daily_requests, ck.daily_tokens, ck.rpm,
+              json.dumps(ck.models), ck.expires, int(ck.enabled), ck.created_at)])])
+
+    async def delete(self, key_id: str) -> None:
+        await self.db.write([("DELETE FROM client_key WHERE id = ?", [(key_id,)])])
+
+    async def history(self, since: str, until: str) -> list[tuple[str, str, int, int]]:
+        return [(k, d, int(r), int(t)) for k, d, r, t in await self.db.fetchall(
+            "SELECT key_id, day, SUM(requests), SUM(tokens) FROM client_key_usage WHERE day >= ? AND day < ? "
+            "GROUP BY key_id, day", (since, until))]
+
+    def on_change(self, reload: Callable[[], Awaitable[None]]) -> None:
+        pass
+
+
 # -- the registry ------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -195,9 +262,9 @@ class DayUsage:
 
 
 class ClientKeys:
-    def __init__(self, db: Database, clock: Clock, settings: Callable[[], Settings], quota_day: QuotaDay,
+    def __init__(self, store: ClientKeyStore, clock: Clock, settings: Callable[[], Settings], quota_day: QuotaDay,
                  configured: list[tuple[str, dict[str, Any]]] | None = None):
-        self.db = db
+        self.store = store
         self.clock = clock
         self.settings = settings
         self.quota_day = quota_day
@@ -207,32 +274,40 @@ class ClientKeys:
         # today's usage per key and model (the request path adds; the flush writes what changed)
         self.usage: dict[tuple[str, str], DayUsage] = {}
         self.totals: dict[str, DayUsage] = {}  # today's use per key over all models (the sum of `usage`)
-        self._dirty: set[tuple[str, str]] = set()
+        self._delta: dict[tuple[str, str], DayUsage] = {}  # added since the last drain (the flush writes deltas)
         self._pending: list[tuple[str, str, str, int, int]] = []
+        self.minutes = MinuteShares(clock)  # the app passes the client limits' one (shared per-minute counts)
         for key, fields in configured or ():
             h = key_hash(key)
             ck = ClientKey(id="cfg-" + h[:12], key_hash=h, prefix=key[:PREFIX_SHOWN], source="config", **fields)
             self._add(ck)
+        store.on_change(self.reload)
 
     def _add(self, ck: ClientKey) -> None:
         self.by_hash[ck.key_hash] = ck
         self.by_id[ck.id] = ck
 
     async def load(self) -> None:
-        for row in await self.db.fetchall(
-                "SELECT id, name, key_hash, prefix, daily_requests, daily_tokens, rpm, models, expires, enabled, "
-                "created_at FROM client_key"):
-            id_, name, h, prefix, dr, dtk, rpm, models, expires, enabled, created = row
-            if h in self.by_hash:  # the same key also in CLIENT_KEYS: the configuration's entry wins
+        await self.reload()
+
+    async def reload(self) -> None:
+        """(Re)read the dashboard's keys: at start, and when another process changed them (Redis mode). A key
+        still there is updated in place, so its per-minute window and the requests holding it see the change."""
+        kept: set[str] = set()
+        for ck in await self.store.load_all():
+            held = self.by_hash.get(ck.key_hash)
+            if held is not None and held.source == "config":  # also in CLIENT_KEYS: the configuration's wins
                 continue
-            self._add(ClientKey(id_, name, h, prefix, dr, dtk, rpm, json.loads(models or "[]"), expires,
-                                bool(enabled), "dashboard", created))
-        for key_id, model, req, tok in await self.db.fetchall(
-                "SELECT key_id, model, requests, tokens FROM client_key_usage WHERE day = ?", (self.day,)):
-            self.usage[(key_id, model)] = DayUsage(req, tok)
-            total = self.totals.setdefault(key_id, DayUsage())
-            total.requests += req
-            total.tokens += tok
+            old = self.by_id.get(ck.id)
+            if old is not None and old.source == "dashboard":
+                for name in FIELDS:
+                    setattr(old, name, getattr(ck, name))
+            else:
+                self._add(ck)
+            kept.add(ck.id)
+        for gone in [c for c in self.by_id.values() if c.source == "dashboard" and c.id not in kept]:
+            self.by_id.pop(gone.id, None)
+            self.by_hash.pop(gone.key_hash, None)
 
     def find(self, credential: str) -> ClientKey | None:
         return self.by_hash.get(key_hash(credential)) if self.by_hash else None
@@ -242,9 +317,8 @@ class ClientKeys:
     def _check_day(self) -> None:
         day = self.quota_day.today()
         if day != self.day:
-            self._pending += [(self.day, k, m, u.requests, u.tokens) for (k, m), u in self.usage.items()
-                              if (k, m) in self._dirty]
-            self._dirty.clear()
+            self._pending += [(self.day, k, m, u.requests, u.tokens) for (k, m), u in self._delta.items()]
+            self._delta = {}
             self.usage = {}
             self.totals = {}
             self.day = day
@@ -288,8 +362,8 @@ class ClientKeys:
             window = ck.minute
             while window and window[0] <= now - 60.0:
                 window.popleft()
-            if len(window) >= ck.rpm:
-                wait = max(1, math.ceil(window[0] + 60.0 - now))
+            if len(window) + self.minutes.others(f"ck:{ck.id}") >= ck.rpm:
+                wait = retry_in(window, now, self.clock.time())
                 return ApiError(429, f"The client key {ck.prefix}… may make {ck.rpm} requests per minute; retry "
                                      f"in {wait}s.", type="rate_limit_error", code="rate_limit_exceeded",
                                 headers={"Retry-After": str(wait)})
@@ -305,10 +379,11 @@ class ClientKeys:
                                 headers={"Retry-After": str(wait), "x-should-retry": "false"})
         if ck.rpm:
             ck.minute.append(self.clock.monotonic())
+            self.minutes.count(f"ck:{ck.id}")
         u = self.usage.setdefault((ck.id, model), DayUsage())
         u.requests += 1
         self.totals.setdefault(ck.id, DayUsage()).requests += 1
-        self._dirty.add((ck.id, model))
+        self._delta.setdefault((ck.id, model), DayUsage()).requests += 1
         return None
 
     def spent(self, ck: ClientKey, model: str, tokens: int) -> None:
@@ -319,24 +394,53 @@ class ClientKeys:
         u = self.usage.setdefault((ck.id, model), DayUsage())
         u.tokens += tokens
         self.totals.setdefault(ck.id, DayUsage()).tokens += tokens
-        self._dirty.add((ck.id, model))
+        self._delta.setdefault((ck.id, model), DayUsage()).tokens += tokens
 
     # -- the flush -----------------------------------------------------------------------------------
 
     def drain(self) -> list[tuple[str, str, str, int, int]]:
+        """(day, key id, model, requests added, tokens added) since the last drain."""
         self._check_day()
         out = self._pending
         self._pending = []
-        out += [(self.day, k, m, self.usage[(k, m)].requests, self.usage[(k, m)].tokens) for k, m in self._dirty]
-        self._dirty.clear()
+        out += [(self.day, k, m, u.requests, u.tokens) for (k, m), u in self._delta.items()]
+        self._delta = {}
         return out
 
     def restore(self, rows: list[tuple[str, str, str, int, int]]) -> None:
         for day, k, m, req, tok in rows:
             if day == self.day:
-                self._dirty.add((k, m))
+                d = self._delta.setdefault((k, m), DayUsage())
+                d.requests += req
+                d.tokens += tok
             else:
                 self._pending.append((day, k, m, req, tok))
+
+    def load_usage(self, day: str, rows: dict[tuple[str, str], tuple[int, int]]) -> None:
+        """Today's usage as stored (start-up)."""
+        if day != self.day:
+            return
+        self.usage = {k: DayUsage(req, tok) for k, (req, tok) in rows.items()}
+        self._sum()
+
+    def settle(self, day: str, totals: dict[tuple[str, str], tuple[int, int]]) -> None:
+        """Every process's usage of today (a shared store's read-back), plus what was added since the drain."""
+        if day != self.day:
+            return
+        usage = {k: DayUsage(req, tok) for k, (req, tok) in totals.items()}
+        for k, d in self._delta.items():
+            u = usage.setdefault(k, DayUsage())
+            u.requests += d.requests
+            u.tokens += d.tokens
+        self.usage = usage
+        self._sum()
+
+    def _sum(self) -> None:
+        self.totals = {}
+        for (key_id, _), u in self.usage.items():
+            t = self.totals.setdefault(key_id, DayUsage())
+            t.requests += u.requests
+            t.tokens += u.tokens
 
     # -- the owner's side (admin API) --------------------------------------------------------------------
 
@@ -344,10 +448,8 @@ class ClientKeys:
         """Per key: requests and tokens per day, the last HISTORY_DAYS days (today from memory)."""
         since = (dt.date.fromisoformat(self.day) - dt.timedelta(days=HISTORY_DAYS - 1)).isoformat()
         days: dict[tuple[str, str], DayUsage] = {}
-        for key_id, day, req, tok in await self.db.fetchall(
-                "SELECT key_id, day, SUM(requests), SUM(tokens) FROM client_key_usage WHERE day >= ? AND day < ? "
-                "GROUP BY key_id, day", (since, self.day)):
-            days[(key_id, day)] = DayUsage(int(req), int(tok))
+        for key_id, day, req, tok in await self.store.history(since, self.day):
+            days[(key_id, day)] = DayUsage(req, tok)
         for ck in self.by_id.values():
             days[(ck.id, self.day)] = self._today(ck)
         out: dict[str, list[dict[str, Any]]] = {}
@@ -411,13 +513,9 @@ class ClientKeys:
 
     async def delete(self, key_id: str) -> None:
         ck = self._mutable(key_id)
-        await self.db.write([("DELETE FROM client_key WHERE id = ?", [(ck.id,)])])
+        await self.store.delete(ck.id)
         self.by_id.pop(ck.id, None)
         self.by_hash.pop(ck.key_hash, None)
 
     async def _save(self, ck: ClientKey) -> None:
-        await self.db.write([(
-            "INSERT OR REPLACE INTO client_key (id, name, key_hash, prefix, daily_requests, daily_tokens, rpm, models, "
-            "expires, enabled, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(ck.id, ck.name, ck.key_hash, ck.prefix, ck.daily_requests, ck.daily_tokens, ck.rpm,
-              json.dumps(ck.models), ck.expires, int(ck.enabled), ck.created_at)])])
+        await self.store.put(ck)

@@ -1,4 +1,5 @@
-"""Saved conversations of the chat playground, in SQLite.
+"""Saved conversations of the chat playground: in SQLite (`Conversations`), or in Redis when REDIS_URL is set
+(server/store/redis_conversations.py); both on `ConversationStore`, which holds everything but the storage.
 
 A conversation is read and written whole (title, model, parameters, messages); validation here keeps
 what is stored small and well-formed whatever a client sends. Exports are Markdown (to read) or JSON
@@ -6,6 +7,7 @@ what is stored small and well-formed whatever a client sends. Exports are Markdo
 """
 from __future__ import annotations
 
+import abc
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -134,50 +136,68 @@ def too_large(limit_mb: float) -> ApiError:
                          "delete some (or their images) first.", code="storage_limit")
 
 
-class Conversations:
-    """Saved conversations; whoever holds the client password can write them, so their number and their
-    bytes are capped (MAX_CONVERSATIONS, MAX_CONVERSATIONS_MB), counted in memory from one query at start."""
+def check_room(s: Settings, count: int, total: int, new: int, old: int = 0, adding: bool = False) -> None:
+    """Refuse a write that would pass MAX_CONVERSATIONS or MAX_CONVERSATIONS_MB (`count` conversations taking
+    `total` bytes now; the write adds one when `adding`, and replaces `old` bytes with `new`)."""
+    if adding and count >= s.MAX_CONVERSATIONS:
+        raise too_many(s.MAX_CONVERSATIONS)
+    if new > old and total - old + new > s.MAX_CONVERSATIONS_MB * 1024 * 1024:
+        raise too_large(s.MAX_CONVERSATIONS_MB)
 
-    def __init__(self, db: Database, clock: Clock, settings: Callable[[], Settings]):
-        self.db = db
+
+def whole(row: tuple) -> dict[str, Any]:
+    """(id, title, model, params, messages, created_at, updated_at) as stored → the conversation."""
+    cid, title, model, params, messages, created, updated = row
+    return {"id": cid, "title": title, "model": model, "params": ujson.loads(params),
+            "messages": ujson.loads(messages), "created_at": created, "updated_at": updated}
+
+
+def summary(row: tuple) -> dict[str, Any]:
+    """(id, title, model, created_at, updated_at, message count) → one line of the listing."""
+    return {"id": row[0], "title": row[1], "model": row[2], "created_at": row[3], "updated_at": row[4],
+            "message_count": row[5]}
+
+
+LIST_LIMIT = 500  # conversations a listing (or a search) returns, most recently changed first
+
+
+class ConversationStore(abc.ABC):
+    """What every store of conversations shares: validation, titles, the caps' arithmetic, export and import.
+    A store (SQLite: `Conversations`; Redis: server/store/redis_conversations.py) only reads and writes rows,
+    so both behave alike whatever a client sends."""
+
+    def __init__(self, clock: Clock, settings: Callable[[], Settings]):
         self.clock = clock
         self.settings = settings
-        self.count = 0
-        self.bytes = 0
 
+    # -- what a store provides -------------------------------------------------------------------------
+
+    @abc.abstractmethod
     async def load(self) -> None:
-        (count, total), = await self.db.fetchall("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM conversation")
-        self.count, self.bytes = int(count), int(total)
+        """Read what the store keeps in memory (at start)."""
 
-    def _room(self, new: int, old: int = 0, adding: bool = False) -> None:
-        s = self.settings()
-        if adding and self.count >= s.MAX_CONVERSATIONS:
-            raise too_many(s.MAX_CONVERSATIONS)
-        if new > old and self.bytes - old + new > s.MAX_CONVERSATIONS_MB * 1024 * 1024:
-            raise too_large(s.MAX_CONVERSATIONS_MB)
-
-    @staticmethod
-    def _row(row: tuple) -> dict[str, Any]:
-        cid, title, model, params, messages, created, updated = row
-        return {"id": cid, "title": title, "model": model, "params": ujson.loads(params),
-                "messages": ujson.loads(messages), "created_at": created, "updated_at": updated}
-
+    @abc.abstractmethod
     async def list(self, query: str = "") -> list[dict[str, Any]]:
-        sql = "SELECT id, title, model, created_at, updated_at, json_array_length(messages) FROM conversation"
-        args: tuple = ()
-        if query.strip():
-            sql += " WHERE instr(search_text, ?) > 0"
-            args = (query.strip().lower(),)
-        rows = await self.db.fetchall(sql + " ORDER BY updated_at DESC LIMIT 500", args)
-        return [{"id": r[0], "title": r[1], "model": r[2], "created_at": r[3], "updated_at": r[4],
-                 "message_count": r[5]} for r in rows]
+        """Summaries, most recently changed first (at most LIST_LIMIT); `query`: only those whose title or
+        messages contain it, ignoring case."""
 
+    @abc.abstractmethod
     async def get(self, cid: str) -> dict[str, Any]:
-        rows = await self.db.fetchall("SELECT id, title, model, params, messages, created_at, updated_at "
-                                      "FROM conversation WHERE id = ?", (cid,))
-        if not rows:
-            raise not_found(cid)
-        return self._row(rows[0])
+        """The whole conversation; 404 when there is none."""
+
+    @abc.abstractmethod
+    async def delete(self, cid: str) -> None:
+        """Remove it; 404 when there is none."""
+
+    @abc.abstractmethod
+    async def _insert(self, cid: str, model: str | None, row: tuple[str, str, str, str, int], now: float) -> None:
+        """Store a new conversation (`row` from `_stored`), within the caps (check_room) or raising."""
+
+    @abc.abstractmethod
+    async def _replace(self, cid: str, model: str | None, row: tuple[str, str, str, str, int], now: float) -> None:
+        """Replace a stored conversation (404 if it is gone), within the caps (check_room) or raising."""
+
+    # -- shared --------------------------------------------------------------------------------------
 
     async def create(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -187,14 +207,7 @@ class Conversations:
         title = _title(body.get("title"), messages)
         model = _model(body.get("model"))
         cid = secrets.token_hex(8)
-        now = self.clock.time()
-        row = _stored(title, params, messages)
-        self._room(row[-1], adding=True)
-        await self.db.write([("INSERT INTO conversation (id, title, model, params, messages, search_text, bytes, "
-                              "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                              [(cid, title, model, *row[1:], now, now)])])
-        self.count += 1
-        self.bytes += row[-1]
+        await self._insert(cid, model, _stored(title, params, messages), self.clock.time())
         return await self.get(cid)
 
     async def update(self, cid: str, body: Any) -> dict[str, Any]:
@@ -207,26 +220,8 @@ class Conversations:
         title = _title(body["title"], messages) if "title" in body else current["title"]
         if title == "New conversation" and "title" not in body:
             title = _title(None, messages)
-        row = _stored(title, params, messages)
-        old = await self._bytes(cid)
-        self._room(row[-1], old)
-        await self.db.write([("UPDATE conversation SET title = ?, model = ?, params = ?, messages = ?, "
-                              "search_text = ?, bytes = ?, updated_at = ? WHERE id = ?",
-                              [(title, model, *row[1:], self.clock.time(), cid)])])
-        self.bytes += row[-1] - old
+        await self._replace(cid, model, _stored(title, params, messages), self.clock.time())
         return await self.get(cid)
-
-    async def _bytes(self, cid: str) -> int:
-        rows = await self.db.fetchall("SELECT bytes FROM conversation WHERE id = ?", (cid,))
-        if not rows:
-            raise not_found(cid)
-        return int(rows[0][0])
-
-    async def delete(self, cid: str) -> None:
-        old = await self._bytes(cid)
-        await self.db.write([("DELETE FROM conversation WHERE id = ?", [(cid,)])])
-        self.count -= 1
-        self.bytes -= old
 
     async def export_json(self, cid: str) -> dict[str, Any]:
         c = await self.get(cid)
@@ -253,3 +248,63 @@ class Conversations:
         if not isinstance(body, dict) or body.get("format") != EXPORT_FORMAT:
             raise bad_request(f"not a conversation export (expected \"format\": \"{EXPORT_FORMAT}\")", "format")
         return await self.create({k: body.get(k) for k in ("title", "model", "params", "messages")})
+
+
+class Conversations(ConversationStore):
+    """Saved conversations in SQLite; whoever holds the client password can write them, so their number and
+    their bytes are capped (MAX_CONVERSATIONS, MAX_CONVERSATIONS_MB), counted in memory from one query at start
+    (one process owns the file)."""
+
+    def __init__(self, db: Database, clock: Clock, settings: Callable[[], Settings]):
+        super().__init__(clock, settings)
+        self.db = db
+        self.count = 0
+        self.bytes = 0
+
+    async def load(self) -> None:
+        (count, total), = await self.db.fetchall("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM conversation")
+        self.count, self.bytes = int(count), int(total)
+
+    async def list(self, query: str = "") -> list[dict[str, Any]]:
+        sql = "SELECT id, title, model, created_at, updated_at, json_array_length(messages) FROM conversation"
+        args: tuple = ()
+        if query.strip():
+            sql += " WHERE instr(search_text, ?) > 0"
+            args = (query.strip().lower(),)
+        rows = await self.db.fetchall(sql + f" ORDER BY updated_at DESC LIMIT {LIST_LIMIT}", args)
+        return [summary(r) for r in rows]
+
+    async def get(self, cid: str) -> dict[str, Any]:
+        rows = await self.db.fetchall("SELECT id, title, model, params, messages, created_at, updated_at "
+                                      "FROM conversation WHERE id = ?", (cid,))
+        if not rows:
+            raise not_found(cid)
+        return whole(rows[0])
+
+    async def _insert(self, cid: str, model: str | None, row: tuple[str, str, str, str, int], now: float) -> None:
+        check_room(self.settings(), self.count, self.bytes, row[-1], adding=True)
+        await self.db.write([("INSERT INTO conversation (id, title, model, params, messages, search_text, bytes, "
+                              "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              [(cid, row[0], model, *row[1:], now, now)])])
+        self.count += 1
+        self.bytes += row[-1]
+
+    async def _replace(self, cid: str, model: str | None, row: tuple[str, str, str, str, int], now: float) -> None:
+        old = await self._bytes(cid)
+        check_room(self.settings(), self.count, self.bytes, row[-1], old)
+        await self.db.write([("UPDATE conversation SET title = ?, model = ?, params = ?, messages = ?, "
+                              "search_text = ?, bytes = ?, updated_at = ? WHERE id = ?",
+                              [(row[0], model, *row[1:], now, cid)])])
+        self.bytes += row[-1] - old
+
+    async def _bytes(self, cid: str) -> int:
+        rows = await self.db.fetchall("SELECT bytes FROM conversation WHERE id = ?", (cid,))
+        if not rows:
+            raise not_found(cid)
+        return int(rows[0][0])
+
+    async def delete(self, cid: str) -> None:
+        old = await self._bytes(cid)
+        await self.db.write([("DELETE FROM conversation WHERE id = ?", [(cid,)])])
+        self.count -= 1
+        self.bytes -= old

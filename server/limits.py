@@ -121,6 +121,67 @@ class ClientSlots:
             self.held.pop(client, None)
 
 
+class MinuteShares:
+    """Per-minute limits (MAX_REQUESTS_PER_MINUTE, a client key's rpm) across processes that share a store.
+
+    Each process keeps its exact sliding window of the last 60 s, as alone. With a shared store it also counts
+    its admissions per wall-clock minute and name ("*" for the global limit, "ck:{id}" per client key); the
+    flush tick adds those counts into the store and reads back the cluster's per-minute totals. What the
+    *others* admitted is then estimated for the last 60 s the usual sliding-window way: all of this minute's,
+    and the previous minute's weighted by how much of it is still inside the window. Like the daily limits,
+    this is as fresh as the last tick. Off (a no-op) with one process on SQLite."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self.enabled = False
+        self._mine: dict[tuple[int, str], int] = {}    # (minute, name) → admitted here
+        self._delta: dict[tuple[int, str], int] = {}   # admitted here since the last drain
+        self._totals: dict[tuple[int, str], int] = {}  # the cluster's, as last read back
+
+    def count(self, name: str) -> None:
+        if self.enabled:
+            k = (int(self.clock.time() // 60), name)
+            self._mine[k] = self._mine.get(k, 0) + 1
+            self._delta[k] = self._delta.get(k, 0) + 1
+
+    def others(self, name: str) -> int:
+        """Requests other processes admitted under `name` in the last 60 s (estimated, as of the last tick)."""
+        if not self.enabled or not self._totals:
+            return 0
+        now = self.clock.time()
+        minute = int(now // 60)
+        seen = 0.0
+        for m, weight in ((minute, 1.0), (minute - 1, 1.0 - (now % 60) / 60)):
+            k = (m, name)
+            written = self._mine.get(k, 0) - self._delta.get(k, 0)
+            seen += weight * max(0, self._totals.get(k, 0) - written)
+        return int(seen)
+
+    def drain(self) -> list[tuple[int, str, int]]:
+        out = [(m, name, n) for (m, name), n in self._delta.items()]
+        self._delta = {}
+        return out
+
+    def settle(self, totals: dict[tuple[int, str], int]) -> None:
+        self._totals = totals
+        oldest = int(self.clock.time() // 60) - 1
+        for k in [k for k in self._mine if k[0] < oldest]:
+            del self._mine[k]
+
+    def minutes(self) -> list[int]:
+        """The minutes whose totals a read-back needs."""
+        minute = int(self.clock.time() // 60)
+        return [minute - 1, minute] if self.enabled else []
+
+
+def retry_in(window: collections.deque[float], now: float, wall: float) -> int:
+    """Seconds until the oldest request of the window leaves it (the next wall-clock minute when only other
+    processes' requests fill it)."""
+    if window:
+        return max(1, math.ceil(window[0] + 60.0 - now))
+    return max(1, math.ceil(60.0 - wall % 60))
+
+
 class ClientLimits:
     def __init__(self, settings: Callable[[], Settings], quota_day: QuotaDay, clock: Clock):
         self.settings = settings
@@ -128,16 +189,17 @@ class ClientLimits:
         self.clock = clock
         self._minute: collections.deque[float] = collections.deque()
         self.day = quota_day.today()
-        self.per_ip: dict[str, int] = {}
-        self._dirty: set[str] = set()
+        self.per_ip: dict[str, int] = {}   # today's requests per address (the store's + this process's since)
+        self._delta: dict[str, int] = {}    # added since the last drain
         self._pending: list[tuple[str, str, int]] = []
         self.client_keys: Any = None  # ClientKeys (set by the app)
+        self.minutes = MinuteShares(clock)  # per-minute counts other processes add to (enabled in Redis mode)
 
     def _check_day(self) -> None:
         day = self.quota_day.today()
         if day != self.day:
-            self._pending.extend((self.day, ip, self.per_ip[ip]) for ip in self._dirty)
-            self._dirty.clear()
+            self._pending.extend((self.day, ip, n) for ip, n in self._delta.items())
+            self._delta = {}
             self.per_ip = {}
             self.day = day
 
@@ -158,8 +220,8 @@ class ClientLimits:
             window = self._minute
             while window and window[0] <= now - 60.0:
                 window.popleft()
-            if len(window) >= per_minute:
-                wait = max(1, math.ceil(window[0] + 60.0 - now))
+            if len(window) + self.minutes.others("*") >= per_minute:
+                wait = retry_in(window, now, self.clock.time())
                 return ApiError(429, f"Keyloom accepts {per_minute} requests per minute (MAX_REQUESTS_PER_MINUTE); "
                                      f"retry in {wait}s.", type="rate_limit_error", code="rate_limit_exceeded",
                                 headers={"Retry-After": str(wait)})
@@ -173,26 +235,40 @@ class ClientLimits:
                                 headers={"Retry-After": str(wait), "x-should-retry": "false"})
         if per_minute:
             self._minute.append(self.clock.monotonic())
+            self.minutes.count("*")
         if ip in self.per_ip or len(self.per_ip) < MAX_TRACKED_IPS:
             self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
-            self._dirty.add(ip)
+            self._delta[ip] = self._delta.get(ip, 0) + 1
         return None
 
     def load(self, day: str, rows: dict[str, int]) -> None:
         if day == self.day:
-            self.per_ip = dict(rows)
+            self.per_ip = dict(list(rows.items())[:MAX_TRACKED_IPS])
 
     def drain(self) -> list[tuple[str, str, int]]:
+        """(day, address, requests added since the last drain)."""
         self._check_day()
         out = self._pending
         self._pending = []
-        out.extend((self.day, ip, self.per_ip[ip]) for ip in self._dirty)
-        self._dirty.clear()
+        out.extend((self.day, ip, n) for ip, n in self._delta.items())
+        self._delta = {}
         return out
 
     def restore(self, rows: list[tuple[str, str, int]]) -> None:
-        for day, ip, count in rows:
+        for day, ip, n in rows:
             if day == self.day:
-                self._dirty.add(ip)
+                self._delta[ip] = self._delta.get(ip, 0) + n
             else:
-                self._pending.append((day, ip, count))
+                self._pending.append((day, ip, n))
+
+    def known(self) -> list[str]:
+        """The addresses whose daily counts this process holds (a shared store reads back only these)."""
+        return list(self.per_ip) if self.settings().MAX_REQUESTS_PER_DAY_PER_IP else []
+
+    def settle(self, day: str, totals: dict[str, int]) -> None:
+        """Every process's counts of today (a shared store's read-back), plus what was added since the drain."""
+        if day != self.day:
+            return
+        for ip, total in totals.items():
+            if ip in self.per_ip or len(self.per_ip) < MAX_TRACKED_IPS:
+                self.per_ip[ip] = total + self._delta.get(ip, 0)

@@ -8,14 +8,14 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from . import __version__
 from .app import Keyloom, StartupError
-from .auth import ADMIN_PASSWORD_FILE, PASSWORD_FILE, load_or_create_password, password_matches
+from .auth import ADMIN_PASSWORD_FILE, PASSWORD_FILE, load_or_create_password, password_matches, unshared_passwords
 from .client_keys import parse_config as parse_client_keys
 from .clock import OffsetClock
 from .keyshapes import looks_like_gemini_key, valid_key_text
@@ -24,7 +24,8 @@ from .providers.config import load as load_providers
 from .redact import RedactingFilter, Redactor, mask
 from .settings import Settings, SettingsError, resolve_data_dir
 from .store.db import DatabaseUnusable, SchemaTooNew
-from .store.lock import DataDirBusy
+from .store.lock import DataDirBusy, DataDirLock
+from .workers import HeldByParent, Supervisor, requires_redis, tag_log, try_port
 
 log = logging.getLogger("keyloom")
 
@@ -110,8 +111,10 @@ def public_base(host: str, port: int, env: Mapping[str, str]) -> str:
     return f"http://{shown}:{port}"
 
 
-async def serve(kl: Keyloom) -> None:
+async def serve(kl: Keyloom, on_ready: Callable[[], None] | None = None) -> None:
     port = await kl.start()
+    if on_ready is not None:  # WORKERS>1: tell the parent this worker serves (server/workers.py)
+        on_ready()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -148,6 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"  {p}\n")
         sys.stderr.write("See conf/settings.toml, conf/providers.example.toml or the README.\n")
         return 2
+    refusal = requires_redis(settings.WORKERS, settings.REDIS_URL) or unshared_passwords(
+        settings.REDIS_URL, settings.PASSWORD, settings.ADMIN_PASSWORD or settings.WEB_PASSWORD)
+    if refusal:
+        sys.stderr.write(refusal)
+        return 2
+    workers = settings.WORKERS
 
     redactor = Redactor(settings.GEMINI_API_KEYS)
     setup_logging(settings.LOG_LEVEL, settings.TZ, redactor)
@@ -176,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("the admin password is the same as the client PASSWORD: everyone you give the client "
                     "password to can export your keys and change settings. Set a different ADMIN_PASSWORD.")
 
-    async def run() -> None:
+    async def run(worker: int = 0, on_ready: Callable[[], None] | None = None) -> None:
         nonlocal settings, demo_upstream
         if args.demo:
             from .demo import DEMO_KEYS, start_demo_upstream
@@ -186,7 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "not from Google. Nothing leaves this machine.", base_url)
         clock = OffsetClock(args.clock_offset) if args.clock_offset else None
         kl = Keyloom(settings, password=password, data_dir=data_dir, demo=args.demo, redactor=redactor, clock=clock,
-                     providers=providers, admin_password=admin_password)
+                     providers=providers, admin_password=admin_password, worker=worker)
+        if workers > 1:
+            kl.lock = HeldByParent(data_dir)  # the parent holds DATA_DIR for the whole group
         if kl.pool.rejected:
             log.warning("%d value(s) in GEMINI_API_KEYS are not keys (need 8-512 printable characters) "
                         "and were ignored", kl.pool.rejected)
@@ -197,26 +208,55 @@ def main(argv: Sequence[str] | None = None) -> int:
                         len(odd), ", ".join(odd[:10]))
         if not kl.pool.keys:
             log.warning("no Gemini key configured: set GEMINI_API_KEYS (or try --demo)")
-        await serve(kl)
+        await serve(kl, on_ready)
         if demo_upstream is not None:
             demo_upstream.stop()
 
+    def process(worker: int = 0, on_ready: Callable[[], None] | None = None) -> int:
+        try:
+            if settings.UVLOOP:
+                try:
+                    import uvloop  # the same asyncio loop Tornado runs on, implemented in C
+                except ImportError:
+                    pass
+                else:
+                    uvloop.install()
+            asyncio.run(run(worker, on_ready))
+        except (StartupError, DataDirBusy, DatabaseUnusable, SchemaTooNew) as e:
+            log.error("Keyloom cannot start: %s", e)
+            return 2
+        except OSError as e:
+            log.error("Keyloom cannot start: %s", e.strerror or e)
+            return 2
+        return 0
+
+    if workers <= 1:
+        return process()
+    # WORKERS>1 (server/workers.py): DATA_DIR is taken and the port tried once here, before forking
+    lock = DataDirLock(data_dir)
     try:
-        if settings.UVLOOP:
-            try:
-                import uvloop  # the same asyncio loop Tornado runs on, implemented in C
-            except ImportError:
-                pass
-            else:
-                uvloop.install()
-        asyncio.run(run())
-    except (StartupError, DataDirBusy, DatabaseUnusable, SchemaTooNew) as e:
+        lock.acquire()
+        port = try_port(Keyloom._bind, settings.PORT, settings.HOST)
+    except (StartupError, DataDirBusy) as e:
+        lock.release()
         log.error("Keyloom cannot start: %s", e)
         return 2
     except OSError as e:
-        log.error("Keyloom cannot start: %s", e.strerror or e)
+        log.error("Keyloom cannot start: cannot write DATA_DIR %s: %s", data_dir, e.strerror or e)
         return 2
-    return 0
+    if port != settings.PORT:  # PORT=0: the port picked here is the one every worker binds
+        settings = settings.replace(settings.sources.get("PORT", "default"), PORT=port)
+
+    def worker_process(worker: int, on_ready: Callable[[], None]) -> int:
+        tag_log(worker)
+        return process(worker, on_ready)
+
+    log.info("starting %d workers on %s:%d (SO_REUSEPORT), sharing the pool through Redis", workers,
+             settings.HOST, port)
+    try:
+        return Supervisor(workers, worker_process, settings.SHUTDOWN_GRACE).run()
+    finally:
+        lock.release()
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from . import __version__
+from .store.redis_backend import replica_name
+
 if TYPE_CHECKING:
     from .app import Keyloom
 
@@ -168,6 +171,13 @@ class KeyloomCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         kl, m = self.kl, self.kl.metrics
+        # which process answered the scrape: with replicas or WORKERS>1, each is its own series
+        info = GaugeMetricFamily("keyloom_info", "Always 1: this process's version, replica (REPLICA_NAME, else "
+                                 "the host name), worker number (WORKERS) and store (sqlite or redis).",
+                                 labels=["version", "replica", "worker", "store"])
+        info.add_metric([__version__, replica_name(kl.settings.REPLICA_NAME), str(kl.worker),
+                         kl.stores.kind], 1)
+        yield info
         req = CounterMetricFamily("keyloom_requests", "Client requests that reached a model route, by route, "
                                   "model, provider, client and outcome.",
                                   labels=["route", "model", "provider", "client", "outcome"])

@@ -12,6 +12,12 @@ class SettingFields:
     PORT: int
     GEMINI_BASE_URL: str
     DATA_DIR: str
+    REDIS_URL: str
+    REDIS_PREFIX: str
+    REDIS_START_TIMEOUT: float
+    KEY_ENCRYPTION_SECRET: str
+    WORKERS: int
+    REPLICA_NAME: str
     FAKE_STREAMING: bool
     FAKE_STREAMING_INTERVAL: float
     MAX_RETRY_NUM: int

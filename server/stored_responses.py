@@ -8,9 +8,13 @@ fingerprints at most (in sealed thought signatures).
 
 Bounded twice, since any client can make Keyloom store: by age (RESPONSES_STORE_DAYS) and by total size
 (RESPONSES_STORE_MB; the oldest go first, and one answer over an eighth of it is not stored at all).
+
+Stored in SQLite (`StoredResponses`) or, with REDIS_URL, in Redis (server/store/redis_responses.py), so that
+any replica continues a conversation another one answered; both on `ResponseStore`.
 """
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import re
@@ -44,19 +48,37 @@ def _dumps(obj: Any) -> str:
     return ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False)
 
 
-class StoredResponses:
-    def __init__(self, db: Database, clock: Clock, settings: Callable[[], Settings]):
-        self.db = db
+class ResponseStore(abc.ABC):
+    """What every store of answers shares: ids, the pending answers, what is kept and the size cut, continuing
+    a conversation. A store (SQLite: `StoredResponses`; Redis: server/store/redis_responses.py) only reads,
+    writes and drops rows, so `previous_response_id` behaves alike on both."""
+
+    def __init__(self, clock: Clock, settings: Callable[[], Settings]):
         self.clock = clock
         self.settings = settings
-        self.total = 0  # bytes stored, kept in step by every write (read once at start)
         self._tasks: set[asyncio.Task[None]] = set()
-        # answers on their way to the database: a client may continue from one the moment it has it
+        # answers on their way to the store: a client may continue from one the moment it has it
         self._pending: dict[str, tuple[str, str]] = {}
 
+    # -- what a store provides -------------------------------------------------------------------------
+
+    @abc.abstractmethod
     async def load(self) -> None:
-        (total,), = await self.db.fetchall("SELECT COALESCE(SUM(bytes), 0) FROM stored_response")
-        self.total = int(total)
+        """Read what the store keeps in memory (at start)."""
+
+    @abc.abstractmethod
+    async def _fetch(self, rid: str, since: float) -> tuple[str, str] | None:
+        """(response, context) as stored, if stored at or after `since`; else None."""
+
+    @abc.abstractmethod
+    async def _remove(self, rid: str) -> None:
+        """Drop one answer (DELETE /v1/responses/{id})."""
+
+    @abc.abstractmethod
+    async def _store(self, rid: str, doc: str, ctx: str, size: int, cap: int, days: float) -> None:
+        """Write one answer, drop those older than `days`, then the oldest until all fit in `cap` bytes."""
+
+    # -- shared --------------------------------------------------------------------------------------
 
     async def get(self, rid: str) -> tuple[dict[str, Any], list[Any]]:
         """(the stored Response object, the conversation up to it as input items). Raises 404."""
@@ -66,19 +88,16 @@ class StoredResponses:
         if pending is not None:
             return ujson.loads(pending[0]), ujson.loads(pending[1])
         days = self.settings().RESPONSES_STORE_DAYS
-        rows = await self.db.fetchall("SELECT response, context FROM stored_response WHERE id = ? AND created_at >= ?",
-                                      (rid, self.clock.time() - days * 86400))
-        if not rows:
+        found = await self._fetch(rid, self.clock.time() - days * 86400)
+        if found is None:
             raise not_found(rid)
-        response, context = rows[0]
+        response, context = found
         return ujson.loads(response), ujson.loads(context)
 
     async def delete(self, rid: str) -> None:
         await self.get(rid)  # 404 when there is none
         await self.drain()  # an answer still on its way is deleted once it has arrived
-        rows = await self.db.fetchall("SELECT bytes FROM stored_response WHERE id = ?", (rid,))
-        await self.db.write([("DELETE FROM stored_response WHERE id = ?", [(rid,)])])
-        self.total -= sum(int(b) for b, in rows)
+        await self._remove(rid)
 
     async def continued(self, req: dict[str, Any]) -> dict[str, Any]:
         """The request with the stored conversation of `previous_response_id` before its own input."""
@@ -117,20 +136,53 @@ class StoredResponses:
         return True
 
     async def _write(self, rid: str, doc: str, ctx: str, size: int, cap: int, days: float) -> None:
-        now = self.clock.time()
         try:
-            batches: list[tuple[str, list[tuple[Any, ...]]]] = [
-                ("INSERT OR REPLACE INTO stored_response (id, created_at, response, context, bytes) "
-                 "VALUES (?, ?, ?, ?, ?)", [(rid, now, doc, ctx, size)]),
-                ("DELETE FROM stored_response WHERE created_at < ?", [(now - days * 86400,)])]
-            await self.db.write(batches)
-            self.total += size  # an over-estimate after the age cut: _trim recounts before it drops anything
-            if self.total > cap:
-                await self._trim(cap)
+            await self._store(rid, doc, ctx, size, cap, days)
+        except ApiError as e:  # the store is unreachable (Redis down): said once by the store, not per answer
+            log.warning("could not store response %s: %s", rid, e.message)
         except Exception:
             log.exception("could not store response %s", rid)
         finally:
             self._pending.pop(rid, None)
+
+    async def drain(self) -> None:
+        """Wait for the writes under way (at shutdown, before the store closes)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class StoredResponses(ResponseStore):
+    """Stored answers in SQLite (the total size kept in memory, read once at start: one process owns the file)."""
+
+    def __init__(self, db: Database, clock: Clock, settings: Callable[[], Settings]):
+        super().__init__(clock, settings)
+        self.db = db
+        self.total = 0  # bytes stored, kept in step by every write (read once at start)
+
+    async def load(self) -> None:
+        (total,), = await self.db.fetchall("SELECT COALESCE(SUM(bytes), 0) FROM stored_response")
+        self.total = int(total)
+
+    async def _fetch(self, rid: str, since: float) -> tuple[str, str] | None:
+        rows = await self.db.fetchall("SELECT response, context FROM stored_response WHERE id = ? AND created_at >= ?",
+                                      (rid, since))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    async def _remove(self, rid: str) -> None:
+        rows = await self.db.fetchall("SELECT bytes FROM stored_response WHERE id = ?", (rid,))
+        await self.db.write([("DELETE FROM stored_response WHERE id = ?", [(rid,)])])
+        self.total -= sum(int(b) for b, in rows)
+
+    async def _store(self, rid: str, doc: str, ctx: str, size: int, cap: int, days: float) -> None:
+        now = self.clock.time()
+        batches: list[tuple[str, list[tuple[Any, ...]]]] = [
+            ("INSERT OR REPLACE INTO stored_response (id, created_at, response, context, bytes) "
+             "VALUES (?, ?, ?, ?, ?)", [(rid, now, doc, ctx, size)]),
+            ("DELETE FROM stored_response WHERE created_at < ?", [(now - days * 86400,)])]
+        await self.db.write(batches)
+        self.total += size  # an over-estimate after the age cut: _trim recounts before it drops anything
+        if self.total > cap:
+            await self._trim(cap)
 
     async def _trim(self, cap: int) -> None:
         """Oldest first, until the total fits the cap again (and the total is recounted from the table)."""
@@ -148,8 +200,3 @@ class StoredResponses:
         await self.db.write([("DELETE FROM stored_response WHERE id = ?", drop)])
         (total,), = await self.db.fetchall("SELECT COALESCE(SUM(bytes), 0) FROM stored_response")
         self.total = int(total)
-
-    async def drain(self) -> None:
-        """Wait for the writes under way (at shutdown, before the database closes)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -143,6 +143,17 @@ def start_keyloom(loop_thread: LoopThread, fake: FakeGemini, tmp_path: Path) -> 
         loop_thread.run(r.kl.stop(0))
 
 
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real redis-server for a module's tests (tests/support/redis_server.py): a free loopback port, its own
+    directory. Skips where redis-server is missing, except in CI, where that fails."""
+    from tests.support.redis_server import RedisServer, require
+    require()
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def keyloom(start_keyloom: Callable[..., Running]) -> Running:
     return start_keyloom()

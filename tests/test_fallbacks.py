@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import KEYS, PASSWORD
 from tests.fake_gemini import Reply
+from tests.support.wait import wait_until
 
 CHAIN = "gemini-3-pro-preview > gemini-2.5-pro > gemini-2.5-flash"
 HELLO = [{"role": "user", "content": "hello"}]
@@ -39,8 +40,14 @@ def test_every_key_out_for_a_model_means_the_next_of_its_chain_serves(start_keyl
     assert first and all(c.body["generationConfig"]["thinkingConfig"].get("thinkingLevel") for c in first)
     # translated again for the model that serves: a 2.5 model takes a budget, not a level
     assert calls[-1].body["generationConfig"]["thinkingConfig"]["thinkingBudget"] == 24576
-    loop_thread.run(kl.kl.flusher.flush())
-    rows = loop_thread.run(kl.kl.db.fetchall("SELECT model, status FROM request_log"))
+
+
+    async def logged() -> list[tuple]:
+        await kl.kl.flusher.flush()
+        return await kl.kl.db.fetchall("SELECT model, status FROM request_log")
+    # the row is written when the request has finished on the server, which may be just after the client read
+    # the stream's end
+    rows = wait_until(lambda: loop_thread.run(logged()), "the request's row in the log")
     assert rows == [("gemini-3-pro-preview → gemini-2.5-pro", 200)]
 
 

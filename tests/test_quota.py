@@ -10,7 +10,7 @@ import pytest
 
 from server.clock import ManualClock
 from server.pool.keys import BACKOFF_MAX, KeyPool
-from server.pool.quota import DailyLimits, MemoryUsage, QuotaDay
+from server.pool.quota import DailyLimits, MemoryUsage, QuotaDay, Usage
 from server.settings import Settings
 from tests.conftest import KEYS, make_key
 
@@ -51,7 +51,7 @@ def test_quota_day_across_daylight_saving_changes():
 
 # -- counters ------------------------------------------------------------------------------------
 
-def test_memory_usage_drain_roll_and_restore():
+def test_memory_usage_drains_deltas_rolls_restores_and_settles():
     u = MemoryUsage("2026-01-01")
     u.add("k1", "m", requests=1)
     u.add("k1", "m", successes=1, prompt_tokens=5, completion_tokens=7)
@@ -61,13 +61,21 @@ def test_memory_usage_drain_roll_and_restore():
     assert rows[("k2", "m")].failure_kinds == {"Overloaded": 1}
     assert u.drain() == []  # nothing changed since
     u.add("k1", "m", requests=1)
+    assert u.requests("k1", "m") == 2  # the total this process decides from
     u.roll("2026-01-02")  # the unwritten change of the old day still gets written, with the old day
     assert u.requests("k1", "m") == 0
     u.add("k1", "m", requests=1)
     drained = sorted((d, fp, x.requests) for d, fp, _, x in u.drain())
-    assert drained == [("2026-01-01", "k1", 2), ("2026-01-02", "k1", 1)]
-    u.restore([("2026-01-02", "k1", "m", u.get("k1", "m"))])
-    assert [r[0] for r in u.drain()] == ["2026-01-02"]
+    assert drained == [("2026-01-01", "k1", 1), ("2026-01-02", "k1", 1)]  # what was added, not totals
+    u.restore([("2026-01-02", "k1", "m", Usage(requests=1))])
+    assert [(r[0], r[3].requests) for r in u.drain()] == [("2026-01-02", 1)]
+    # a shared store's totals (others counted 5 more) replace the rows, keeping what was added since the drain
+    u.add("k1", "m", requests=1)
+    assert u.settle("2026-01-02", {("k1", "m"): Usage(requests=6), ("k3", "m"): Usage(requests=2)})
+    assert (u.requests("k1", "m"), u.requests("k3", "m")) == (7, 2)
+    assert [(r[1], r[3].requests) for r in u.drain()] == [("k1", 1)]
+    assert not u.settle("2026-01-01", {("k1", "m"): Usage(requests=99)})  # another day's totals change nothing
+    assert u.requests("k1", "m") == 7
 
 
 # -- selection -----------------------------------------------------------------------------------

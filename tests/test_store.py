@@ -12,6 +12,7 @@ from server.limits import ClientLimits
 from server.pool.keys import KeyPool
 from server.pool.quota import DailyLimits, MemoryUsage, QuotaDay
 from server.settings import Settings
+from server.store.counters import SqliteCounters
 from server.store.db import Database, SchemaTooNew, load_migrations
 from server.store.flush import Flusher
 from server.store.requestlog import RequestLog, RequestRow
@@ -33,7 +34,7 @@ def build(clock, db, **env):
     pool = KeyPool(KEYS, clock, qd, DailyLimits(lambda: settings), MemoryUsage(qd.today()))
     limits = ClientLimits(lambda: settings, qd, clock)
     log = RequestLog()
-    return pool, limits, log, Flusher(db, pool, limits, log, lambda: settings, clock)
+    return pool, limits, log, Flusher(SqliteCounters(db), pool, limits, log, lambda: settings, clock)
 
 
 @pytest.mark.gen_test

@@ -6,10 +6,13 @@ periodic flush writes one row per kind saying how many came from how many addres
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..clock import Clock
 from ..store.db import Database
+from ..store.errors import StoreDown
+from ..store.history import History, SqliteHistory
 
 MAX_ADDRESSES = 1000   # addresses counted by name between two flushes; more are counted as "others"
 SHOWN = 10             # addresses named in the row
@@ -17,19 +20,29 @@ INSERT = "INSERT INTO audit (ts, client_ip, via, action, target, detail) VALUES 
 
 
 class Audit:
-    def __init__(self, db: Database, clock: Clock, redact: Any):
+    def __init__(self, db: Database, clock: Clock, redact: Any, history: History | None = None):
         self.db = db
+        self.history: History = history if history is not None else SqliteHistory(db)  # where `recent` reads
         self.clock = clock
         self.redact = redact
         self._refused: dict[tuple[str, str], dict[str, int]] = {}  # (action, via) → address → count
         self._others: dict[tuple[str, str], int] = {}
         self._pending: list[tuple[Any, ...]] = []  # rows a failed flush gave back
+        # writes everything pending now (the app sets the flusher's flush; the rows go in its batch)
+        self.write: Callable[[], Awaitable[Any]] | None = None
 
     async def record(self, action: str, *, ip: str | None, via: str, target: str | None = None,
                      detail: str | None = None) -> None:
         detail = self.redact(detail) if detail else detail
         # refusals counted so far go first, so the trail stays in the order things happened
         rows = self.drain() + [(self.clock.time(), ip, via, action, target, detail)]
+        if self.write is not None:  # through the flusher's store (SQLite or Redis), at once
+            self._pending = rows
+            try:
+                await self.write()
+            except StoreDown:
+                pass  # Redis is away: the rows wait in the flusher's batch and are written when it is back
+            return
         try:
             await self.db.write([(INSERT, rows)])
         except BaseException:
@@ -70,7 +83,5 @@ class Audit:
         self._pending = (rows + self._pending)[-500:]
 
     async def recent(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = await self.db.fetchall("SELECT ts, client_ip, via, action, target, detail FROM audit "
-                                      "ORDER BY id DESC LIMIT ?", (limit,))
         return [{"ts": ts, "client_ip": ip, "via": via, "action": a, "target": t, "detail": d}
-                for ts, ip, via, a, t, d in rows]
+                for ts, ip, via, a, t, d in await self.history.audit(limit)]

@@ -1,13 +1,14 @@
 """Key management beyond add/remove: a note and tags per key, taking a key out of rotation by hand, removing
 every key Google called invalid at once, and a key's last 30 days.
 
-Why a separate table (key_note, migration 0009) rather than more columns on key_state: key_state is the
-pool's own, rewritten by every flush from memory; what the owner writes by hand must not depend on the
-request path's bookkeeping. The disabling itself still goes through the pool (`KeyPool.disable`), so the
+Why a separate table (key_note, migration 0009; `p keynote` in Redis) rather than more columns on key_state:
+key_state is the pool's own, rewritten by every flush from memory; what the owner writes by hand must not
+depend on the request path's bookkeeping. The disabling itself still goes through the pool (`KeyPool.disable`), so the
 request path, the flusher and a restart treat it like any other disabled key; key_note only remembers that it
 was by hand (see `hand_disabled`). Everything that changes something is written to the audit trail.
 
-Nothing here holds state between calls: the handlers build one per request over the Keyloom's database.
+Nothing here holds state between calls: the handlers build one per request; what it keeps goes through the
+admin service's key store (server/admin/keystore.py: SQLite, or Redis shared by replicas).
 """
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import unicodedata
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-import ujson
-
 from ..errors import ApiError
 from ..pool.keys import Key
+from ..store.history import History
+from .keystore import NoteRow
 from .service import Actor
 
 if TYPE_CHECKING:
@@ -79,23 +80,18 @@ def invalid(key: Key) -> bool:
 
 
 class KeyNotes:
-    def __init__(self, kl: Keyloom):
+    def __init__(self, kl: Keyloom, history: History | None = None):
         self.kl = kl
         self.audit = kl.audit
+        self.past: History = history if history is not None else kl.history  # where `history()` reads usage
 
     def key(self, fp: str) -> Key:
         return self.kl.admin.key(fp)  # 404 when the pool has no such key
 
-    async def _rows(self, fps: list[str] | None = None) -> dict[str, tuple[str, list[str], float | None, float]]:
-        sql = "SELECT key_fp, note, tags, disabled_by_hand_at, updated_at FROM key_note"
-        params: tuple[Any, ...] = ()
-        if fps is not None:
-            sql += f" WHERE key_fp IN ({', '.join('?' * len(fps))})"
-            params = tuple(fps)
-        return {fp: (note, ujson.loads(tags), at, updated)
-                for fp, note, tags, at, updated in await self.kl.db.fetchall(sql, params)}
+    async def _rows(self, fps: list[str] | None = None) -> dict[str, NoteRow]:
+        return await self.kl.admin.keys.notes(fps)
 
-    def _view(self, key: Key, row: tuple[str, list[str], float | None, float] | None) -> dict[str, Any]:
+    def _view(self, key: Key, row: NoteRow | None) -> dict[str, Any]:
         note, tags, at, updated = row if row else ("", [], None, None)
         return {"fp": key.fp, "key": key.masked, "note": note, "tags": tags,
                 "disabled_by_hand": hand_disabled(key, at), "invalid": invalid(key), "updated_at": updated}
@@ -108,9 +104,7 @@ class KeyNotes:
         return {"keys": keys, "tags": tags, "invalid": [fp for fp, v in keys.items() if v["invalid"]]}
 
     async def _save(self, fp: str, note: str, tags: list[str], at: float | None) -> None:
-        await self.kl.db.write([(
-            "INSERT OR REPLACE INTO key_note (key_fp, note, tags, disabled_by_hand_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?)", [(fp, note, ujson.dumps(tags, ensure_ascii=False), at, self.kl.clock.time())])])
+        await self.kl.admin.keys.save_note(fp, note, tags, at, self.kl.clock.time())
 
     async def change(self, actor: Actor, fp: str, body: dict[str, Any]) -> dict[str, Any]:
         """Set the note and/or the tags (what is not sent stays as it was)."""
@@ -164,15 +158,11 @@ class KeyNotes:
         keys = [k for k in kl.pool.keys if invalid(k) and (fps is None or k.fp in fps)]
         if not keys:
             return {"removed": [], "count": 0}
-        now = kl.clock.time()
+        # notes go with the keys; a key from the environment stays out after a restart, as with a single removal
+        await kl.admin.keys.remove([k.fp for k in keys], [k.fp for k in keys if k.source != "dashboard"],
+                                   kl.clock.time())
         for k in keys:
             kl.pool.remove(k.fp)
-        await kl.db.write([
-            ("DELETE FROM stored_key WHERE key_fp = ?", [(k.fp,) for k in keys]),
-            ("DELETE FROM key_note WHERE key_fp = ?", [(k.fp,) for k in keys]),
-            # a key from the environment stays out after a restart, as with a single removal
-            ("INSERT OR REPLACE INTO removed_key (key_fp, removed_at) VALUES (?, ?)",
-             [(k.fp, now) for k in keys if k.source != "dashboard"])])
         await self.audit.record("invalid_keys_removed", ip=actor.ip, via=actor.via,
                                 target=", ".join(k.masked for k in keys[:50]) + (" …" if len(keys) > 50 else ""),
                                 detail=f"{len(keys)} keys Google called invalid")
@@ -185,9 +175,7 @@ class KeyNotes:
         await kl.admin._fresh()
         today = date.fromisoformat(kl.pool.check_day())
         days = [(today - timedelta(days=HISTORY_DAYS - 1 - i)).isoformat() for i in range(HISTORY_DAYS)]
-        rows = {day: (r, s, f, t) for day, r, s, f, t in await kl.db.fetchall(
-            "SELECT day, SUM(requests), SUM(successes), SUM(failures), SUM(prompt_tokens + completion_tokens) "
-            "FROM key_usage WHERE key_fp = ? AND day >= ? GROUP BY day", (fp, days[0]))}
+        rows = await self.past.key_days(fp, days)
         out = []
         for d in days:
             r, s, f, t = rows.get(d, (0, 0, 0, 0))

@@ -1,4 +1,4 @@
-"""Live settings: values changed on the dashboard, kept in SQLite, in force over the environment.
+"""Live settings: values changed on the dashboard, kept in SQLite (or Redis, shared), in force over the environment.
 
 The settings in force are always `base` (environment and defaults, read at start) with the
 saved overrides on top. Each override remembers what the environment said when it was made,
@@ -28,11 +28,27 @@ class Override:
     changed_at: float
 
 
-class LiveSettings:
-    def __init__(self, base: Settings, db: Database):
+Row = tuple[str, str, str, str, float]  # name, value, env_value, env_source, changed_at
+
+
+class SettingsOverrides:
+    """What every store of live settings shares: validation, the settings in force, the description the page
+    shows. Where the overrides are kept is the subclass's: `LiveSettings` (SQLite) or
+    `server.store.redis_settings.RedisLiveSettings` (shared by replicas)."""
+
+    def __init__(self, base: Settings, data_dir: Path | None = None):
         self.base = base
-        self.db = db
+        self.data_dir = data_dir
         self.overrides: dict[str, Override] = {}
+
+    async def _stored(self) -> list[Row]:
+        raise NotImplementedError
+
+    async def _put(self, rows: list[Row]) -> None:
+        raise NotImplementedError
+
+    async def _drop(self, names: list[str]) -> None:
+        raise NotImplementedError
 
     def live_names(self) -> list[str]:
         return [n for n, s in self.base.specs.items() if s.live]
@@ -41,24 +57,31 @@ class LiveSettings:
         return format_value(self.base.specs[name], self.base.values[name])
 
     async def load(self) -> Settings:
-        for name, value, env_value, env_source, changed_at in await self.db.fetchall(
-                "SELECT name, value, env_value, env_source, changed_at FROM setting_override"):
+        self.overrides = self._read(await self._stored(), quiet=False)
+        return self.effective()
+
+    def _read(self, rows: list[Row], quiet: bool) -> dict[str, Override]:
+        """Saved rows → overrides; a value that is no longer valid is skipped (logged unless `quiet`)."""
+        found: dict[str, Override] = {}
+        for name, value, env_value, env_source, changed_at in rows:
             spec = self.base.specs.get(name)
             if spec is None or not spec.live:
-                log.warning("ignoring a saved value for %s: it is not a setting that can be changed live", name)
+                if not quiet:
+                    log.warning("ignoring a saved value for %s: it is not a setting that can be changed live", name)
                 continue
             try:
                 parse_value(spec, value)
             except ValueError as e:
-                log.warning("ignoring the saved value of %s: %s", name, e)
+                if not quiet:
+                    log.warning("ignoring the saved value of %s: %s", name, e)
                 continue
-            o = self.overrides[name] = Override(value, env_value, env_source, changed_at)
-            if self.env_changed(name):
+            o = found[name] = Override(value, env_value, env_source, changed_at)
+            if not quiet and (o.env_value != self.env_text(name) or o.env_source != self.base.sources[name]):
                 shown = "(hidden)" if spec.secret else f"{self.env_text(name)!r}"
                 log.warning("%s: the value saved on the dashboard (%r) is in force; the environment now says %s "
                             "(it said %r when the value was saved). Use 'reset to environment' on the dashboard "
                             "to follow the environment.", name, o.value, shown, o.env_value)
-        return self.effective()
+        return found
 
     def env_changed(self, name: str) -> bool:
         o = self.overrides.get(name)
@@ -104,25 +127,25 @@ class LiveSettings:
         return out
 
     async def save(self, changes: dict[str, str], now: float) -> Settings:
-        rows = []
+        rows: list[Row] = []
         for name, value in changes.items():
             o = Override(value, self.env_text(name), self.base.sources[name], now)
-            self.overrides[name] = o
             rows.append((name, o.value, o.env_value, o.env_source, now))
-        await self.db.write([("INSERT OR REPLACE INTO setting_override (name, value, env_value, env_source, "
-                              "changed_at) VALUES (?, ?, ?, ?, ?)", rows)])
+        await self._put(rows)
+        for name, value, env_value, env_source, changed_at in rows:
+            self.overrides[name] = Override(value, env_value, env_source, changed_at)
         return self.effective()
 
     async def reset(self, names: list[str]) -> Settings:
+        await self._drop(names)
         for n in names:
             self.overrides.pop(n, None)
-        await self.db.write([("DELETE FROM setting_override WHERE name = ?", [(n,) for n in names])])
         return self.effective()
 
     def describe(self, current: Settings, data_dir: Path | None = None) -> list[dict[str, Any]]:
         """Every setting: value in force (secrets masked), where it came from, and why. `data_dir`: the DATA_DIR
-        resolved at start (default: the database's folder, which is that directory)."""
-        data_dir = self.db.path.parent if data_dir is None else data_dir
+        resolved at start (default: the one this store was given)."""
+        data_dir = (self.data_dir or Path(".")) if data_dir is None else data_dir
         out = []
         for name, spec in self.base.specs.items():
             value = current.values[name]
@@ -149,6 +172,26 @@ class LiveSettings:
             item.update(_in_force(name, current, data_dir))
             out.append(item)
         return out
+
+
+class LiveSettings(SettingsOverrides):
+    """Live settings kept in SQLite (table setting_override)."""
+
+    def __init__(self, base: Settings, db: Database):
+        super().__init__(base, db.path.parent)  # the database lives in DATA_DIR
+        self.db = db
+
+    async def _stored(self) -> list[Row]:
+        return [(name, value, env_value, env_source, changed_at)
+                for name, value, env_value, env_source, changed_at in await self.db.fetchall(
+                    "SELECT name, value, env_value, env_source, changed_at FROM setting_override")]
+
+    async def _put(self, rows: list[Row]) -> None:
+        await self.db.write([("INSERT OR REPLACE INTO setting_override (name, value, env_value, env_source, "
+                              "changed_at) VALUES (?, ?, ?, ?, ?)", rows)])
+
+    async def _drop(self, names: list[str]) -> None:
+        await self.db.write([("DELETE FROM setting_override WHERE name = ?", [(n,) for n in names])])
 
 
 def _in_force(name: str, current: Settings, data_dir: Path) -> dict[str, Any]:

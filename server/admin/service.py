@@ -18,9 +18,10 @@ from ..pool.keys import Key
 from ..providers.vertex import HANDLE
 from ..redact import fingerprint, mask
 from ..settings import Settings
+from .keystore import KeyStore, SqliteKeyStore
 from .keytest import KeyTests, TestJob
-from .overrides import LiveSettings
-from .sessions import Sessions
+from .overrides import LiveSettings, SettingsOverrides
+from .sessions import Sessions, SignedSessions
 from .stats import STATUS_FILTERS, Stats
 
 if TYPE_CHECKING:
@@ -43,30 +44,43 @@ def wrong_password() -> ApiError:
 
 
 class AdminService:
-    def __init__(self, kl: Keyloom, base: Settings):
+    def __init__(self, kl: Keyloom, base: Settings, *, live: SettingsOverrides | None = None,
+                 sessions: SignedSessions | None = None, keys: KeyStore | None = None):
+        """`live`, `sessions`, `keys`: where the dashboard keeps its state (default: SQLite in DATA_DIR; the
+        Redis twins in server/store/redis_*.py when REDIS_URL is set)."""
         self.kl = kl
-        self.live = LiveSettings(base, kl.db)
-        self.sessions = Sessions(kl.db, kl.clock, lambda: kl.admin_password,
-                                 lambda: kl.settings.ADMIN_SESSION_HOURS)
+        self.live = live if live is not None else LiveSettings(base, kl.db)
+        self.sessions = sessions if sessions is not None else Sessions(
+            kl.db, kl.clock, lambda: kl.admin_password, lambda: kl.settings.ADMIN_SESSION_HOURS)
+        self.keys = keys if keys is not None else SqliteKeyStore(kl.db)
+        self.keys.watch(self.sync_keys)
         self.throttle = kl.throttle
         self.audit = kl.audit
-        self.stats = Stats(kl)
+        self.stats = Stats(kl, kl.history)
         self.tests = KeyTests(kl.pool, kl.client_for, kl.redactor)
         self.tests.on_done = self._tested
 
     async def load(self) -> Settings:
         """At start-up, before the counters are read back: keys added or removed here, saved settings,
         sessions. Returns the settings in force."""
-        kl = self.kl
-        removed = {fp for fp, in await kl.db.fetchall("SELECT key_fp FROM removed_key")}
-        for fp in removed:
-            kl.pool.remove(fp)
-        stored = await kl.db.fetchall("SELECT secret FROM stored_key ORDER BY added_at")
-        kl.redactor.add(s for s, in stored)
-        for secret, in stored:
-            kl.pool.add(secret, source="dashboard")
+        await self.sync_keys(start=True)
         await self.sessions.load()
         return await self.live.load()
+
+    async def sync_keys(self, start: bool = False) -> None:
+        """Bring the pool in line with the keys added and removed on the dashboard: at start, and (Redis mode)
+        when another replica changed them (a key added there joins, a key removed there leaves)."""
+        kl = self.kl
+        for fp in await self.keys.removed():
+            kl.pool.remove(fp)
+        stored = await self.keys.stored()
+        kl.redactor.add(stored)
+        for secret in stored:
+            kl.pool.add(secret, source="dashboard")
+        if not start:
+            kept = {fingerprint(s) for s in stored}
+            for key in [k for k in kl.pool.keys if k.source == "dashboard" and k.fp not in kept]:
+                kl.pool.remove(key.fp)
 
     # -- passwords -------------------------------------------------------------------------------
 
@@ -133,8 +147,12 @@ class AdminService:
         if not isinstance(text, str) or not text.strip():
             raise ApiError(400, "Send {\"keys\": \"…\"}: one or more keys, separated by anything.", param="keys")
         kl = self.kl
+        refused = self.keys.refuse_adding()
+        if refused is not None:
+            raise refused
         strict = not kl.demo
         added: list[Key] = []
+        new: list[tuple[str, str]] = []
         duplicates: list[str] = []
         malformed: list[str] = []
         seen: set[str] = set()
@@ -151,15 +169,14 @@ class AdminService:
                 continue
             seen.add(fp)
             kl.redactor.add([item])
+            new.append((fp, item))
+        if new:  # stored first: a key the store refused (Redis away) does not serve here only
+            await self.keys.add(new, kl.clock.time())
+        for _, item in new:
             key = kl.pool.add(item, source="dashboard")
             if key is not None:
                 added.append(key)
-        now = kl.clock.time()
         if added:
-            await kl.db.write([
-                ("INSERT OR REPLACE INTO stored_key (key_fp, secret, added_at) VALUES (?, ?, ?)",
-                 [(k.fp, k.secret, now) for k in added]),
-                ("DELETE FROM removed_key WHERE key_fp = ?", [(k.fp,) for k in added])])
             await self.audit.record("keys_added", ip=actor.ip, via=actor.via, target=", ".join(k.masked for k in added),
                                     detail=f"{len(added)} added, {len(duplicates)} duplicate, "
                                            f"{len(malformed)} malformed")
@@ -169,15 +186,10 @@ class AdminService:
     async def remove_key(self, actor: Actor, fp: str) -> dict[str, Any]:
         kl = self.kl
         key = self.key(fp)
+        # its note and tags go with it (a key added again starts without them); a key from the environment
+        # is remembered as removed, so it stays out after a restart
+        await self.keys.remove([fp], [fp] if key.source != "dashboard" else [], kl.clock.time())
         kl.pool.remove(fp)
-        batches: list[tuple[str, list[tuple[Any, ...]]]] = [("DELETE FROM stored_key WHERE key_fp = ?", [(fp,)]),
-                                                             # its note and tags go with it (a key added again
-                                                             # starts without them)
-                                                             ("DELETE FROM key_note WHERE key_fp = ?", [(fp,)])]
-        if key.source != "dashboard":
-            batches.append(("INSERT OR REPLACE INTO removed_key (key_fp, removed_at) VALUES (?, ?)",
-                            [(fp, kl.clock.time())]))
-        await kl.db.write(batches)
         await self.audit.record("key_removed", ip=actor.ip, via=actor.via, target=key.masked,
                                 detail=f"from {key.source}")
         return {"removed": {"fp": fp, "key": key.masked, "source": key.source}}
@@ -195,7 +207,7 @@ class AdminService:
         key = self.key(fp)
         kl.pool.reset_today(key)
         await kl.flusher.flush()
-        await kl.db.write([("DELETE FROM key_failures WHERE day = ? AND key_fp = ?", [(kl.pool.day, fp)])])
+        await kl.flusher.store.reset_key_day(kl.pool.day, fp)  # the counters' store: SQLite or Redis
         await self.audit.record("key_reset", ip=actor.ip, via=actor.via, target=key.masked,
                                 detail=f"counters of quota day {kl.pool.day}")
         return {"reset": {"fp": fp, "key": key.masked, "day": kl.pool.day}}

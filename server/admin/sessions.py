@@ -4,6 +4,8 @@ The cookie holds a random token and its HMAC signature. The signing key is deriv
 random secret kept in the database and from the admin password, so changing ADMIN_PASSWORD
 ends every session at once. Only a hash of each token is stored; each session has its own
 CSRF token, which the page sends back in a header on every state-changing call.
+
+With REDIS_URL the same sessions live in Redis, shared by every replica (server/store/redis_sessions.py).
 """
 from __future__ import annotations
 
@@ -38,15 +40,15 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
 
 
-class Sessions:
-    """Sessions of one page: the dashboard's (admin_session, signed with ADMIN_PASSWORD) or the chat
-    playground's (chat_session, signed with PASSWORD)."""
+class SignedSessions:
+    """What every session store shares: the cookie's signature, the sessions held in memory (`find` is on the
+    path of every dashboard call, so it never waits on storage) and the cap. Where sessions are kept is the
+    subclass's: `Sessions` (SQLite) or `server.store.redis_sessions.RedisSessions` (shared by replicas)."""
 
-    def __init__(self, db: Database, clock: Clock, password: Callable[[], str], hours: Callable[[], float],
+    def __init__(self, clock: Clock, password: Callable[[], str], hours: Callable[[], float],
                  table: str = "admin_session", secret_name: str = "session_secret"):
         self.table = table
         self.secret_name = secret_name
-        self.db = db
         self.clock = clock
         self.password = password
         self.hours = hours
@@ -54,19 +56,14 @@ class Sessions:
         self._by_hash: dict[str, Session] = {}
 
     async def load(self) -> None:
-        rows = await self.db.fetchall("SELECT value FROM meta WHERE name = ?", (self.secret_name,))
-        if rows:
-            secret = rows[0][0]
-        else:
-            secret = secrets.token_hex(32)
-            await self.db.write([("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)",
-                                  [(self.secret_name, secret)])])
-        self._secret = bytes.fromhex(secret)
-        now = self.clock.time()
-        for h, csrf, created, expires, ip in await self.db.fetchall(
-                f"SELECT token_hash, csrf, created_at, expires_at, client_ip FROM {self.table} WHERE expires_at > ? "
-                "ORDER BY created_at", (now,)):
-            self._by_hash[h] = Session(h, csrf, created, expires, ip)
+        raise NotImplementedError
+
+    async def create(self, client_ip: str | None) -> tuple[str, Session]:
+        """→ (cookie value, session)."""
+        raise NotImplementedError
+
+    async def end(self, session: Session) -> None:
+        raise NotImplementedError
 
     def _signing_key(self) -> bytes:
         return hmac.new(self._secret, self.password().encode("utf-8"), hashlib.sha256).digest()
@@ -88,8 +85,9 @@ class Sessions:
             return None
         return s
 
-    async def create(self, client_ip: str | None) -> tuple[str, Session]:
-        """→ (cookie value, session)."""
+    def _new(self, client_ip: str | None) -> tuple[str, Session, list[str]]:
+        """A new session (not yet kept) → (token, session, hashes to drop: expired, then the oldest beyond
+        MAX_SESSIONS); the dropped ones are out of memory already."""
         token = secrets.token_urlsafe(32)
         now = self.clock.time()
         s = Session(_hash(token), secrets.token_urlsafe(24), now, now + self.hours() * 3600.0, client_ip)
@@ -98,6 +96,39 @@ class Sessions:
             stale.append(next(h for h in self._by_hash if h not in stale))
         for h in stale:
             self._by_hash.pop(h, None)
+        return token, s, stale
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+
+class Sessions(SignedSessions):
+    """Sessions of one page: the dashboard's (admin_session, signed with ADMIN_PASSWORD) or the chat
+    playground's (chat_session, signed with PASSWORD), kept in SQLite."""
+
+    def __init__(self, db: Database, clock: Clock, password: Callable[[], str], hours: Callable[[], float],
+                 table: str = "admin_session", secret_name: str = "session_secret"):
+        super().__init__(clock, password, hours, table, secret_name)
+        self.db = db
+
+    async def load(self) -> None:
+        rows = await self.db.fetchall("SELECT value FROM meta WHERE name = ?", (self.secret_name,))
+        if rows:
+            secret = rows[0][0]
+        else:
+            secret = secrets.token_hex(32)
+            await self.db.write([("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)",
+                                  [(self.secret_name, secret)])])
+        self._secret = bytes.fromhex(secret)
+        now = self.clock.time()
+        for h, csrf, created, expires, ip in await self.db.fetchall(
+                f"SELECT token_hash, csrf, created_at, expires_at, client_ip FROM {self.table} WHERE expires_at > ? "
+                "ORDER BY created_at", (now,)):
+            self._by_hash[h] = Session(h, csrf, created, expires, ip)
+
+    async def create(self, client_ip: str | None) -> tuple[str, Session]:
+        """→ (cookie value, session)."""
+        token, s, stale = self._new(client_ip)
         await self.db.write([
             (f"DELETE FROM {self.table} WHERE token_hash = ?", [(h,) for h in stale]),
             (f"INSERT INTO {self.table} (token_hash, csrf, created_at, expires_at, client_ip) VALUES (?, ?, ?, ?, ?)",
@@ -108,6 +139,3 @@ class Sessions:
     async def end(self, session: Session) -> None:
         self._by_hash.pop(session.token_hash, None)
         await self.db.write([(f"DELETE FROM {self.table} WHERE token_hash = ?", [(session.token_hash,)])])
-
-    def __len__(self) -> int:
-        return len(self._by_hash)

@@ -2,21 +2,18 @@
 request path never waits for any of this."""
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from ..pool.learned import mask_project
+from ..store.history import STATUS_FILTERS, History
 from ..store.requestlog import OUTCOMES, outcome
 
 if TYPE_CHECKING:
     from ..app import Keyloom
 
-_CLASS = "CASE WHEN status < 400 THEN 'ok' WHEN status = 429 THEN 'limited' WHEN status < 500 THEN 'client' " \
-         "ELSE 'error' END"
-STATUS_FILTERS = {"ok": "status < 400", "error": "status >= 400", "4xx": "status >= 400 AND status < 500",
-                  "5xx": "status >= 500", "429": "status = 429"}
+__all__ = ["STATUS_FILTERS", "Stats"]  # the filters' one definition is server/store/history.py
 
 
 PER_KEY_EGRESS = ("gemini", "vertex")  # the providers whose calls take a key's own proxy (UPSTREAM_PROXIES)
@@ -40,21 +37,11 @@ def _reset_text(local: str, tz: str, quota_tz: str, abbr: str) -> str:
 
 
 class Stats:
-    def __init__(self, kl: Keyloom):
-        self.kl = kl
+    """`history`: where the request log, daily totals and charts are read (SQLite, or the cluster's Redis)."""
 
-    async def _percentiles(self, since: float) -> tuple[int, float | None, float | None]:
-        db = self.kl.db
-        (n,), = await db.fetchall("SELECT COUNT(*) FROM request_log WHERE ts >= ?", (since,))
-        if not n:
-            return 0, None, None
-        out = []
-        for q in (0.5, 0.95):
-            offset = max(0, math.ceil(q * n) - 1)
-            rows = await db.fetchall("SELECT latency_ms FROM request_log WHERE ts >= ? ORDER BY latency_ms "
-                                     "LIMIT 1 OFFSET ?", (since, offset))
-            out.append(rows[0][0] if rows else None)
-        return n, out[0], out[1]
+    def __init__(self, kl: Keyloom, history: History):
+        self.kl = kl
+        self.history = history
 
     async def service(self) -> dict[str, Any]:
         kl = self.kl
@@ -62,9 +49,12 @@ class Stats:
         now = kl.clock.time()
         day_of = kl.flusher.day_of()
         today = day_of(now)
-        rows = dict(await kl.db.fetchall("SELECT outcome, count FROM request_daily WHERE day = ?", (today,)))
+        rows: dict[str, int] = {}
+        for day, kind, n in await self.history.daily(today):
+            if day == today:
+                rows[kind] = rows.get(kind, 0) + n
         total = sum(rows.values())
-        hour_n, p50, p95 = await self._percentiles(now - 3600)
+        hour_n, p50, p95 = await self.history.last_hour(now - 3600)
         reset = kl.pool.quota_day.next_reset()
         zone = ZoneInfo(s.TZ)
         quota_zone = kl.pool.quota_day.zone  # the one in force (QUOTA_RESET_TZ as read at start)
@@ -159,19 +149,16 @@ class Stats:
         end_minute = int(now // 60) * 60
         start = end_minute - 59 * 60
         minutes = {k: [0] * 60 for k in OUTCOMES}
-        for m, kind, n in await kl.db.fetchall(
-                f"SELECT CAST(ts / 60 AS INTEGER) * 60 AS m, {_CLASS}, COUNT(*) FROM request_log WHERE ts >= ? "
-                f"GROUP BY 1, 2", (start,)):
+        for m, kind, n in await self.history.minutes(start):
             i = int((m - start) // 60)
-            if 0 <= i < 60:
+            if 0 <= i < 60 and kind in minutes:
                 minutes[kind][i] += n
         zone = ZoneInfo(kl.settings.TZ)
         today = datetime.fromtimestamp(now, zone).date()
         days = [(today - timedelta(days=29 - i)).isoformat() for i in range(30)]
         index = {d: i for i, d in enumerate(days)}
         per_day = {k: [0] * 30 for k in OUTCOMES}
-        for day, kind, n in await kl.db.fetchall("SELECT day, outcome, count FROM request_daily WHERE day >= ?",
-                                                 (days[0],)):
+        for day, kind, n in await self.history.daily(days[0]):
             if day in index and kind in per_day:
                 per_day[kind][index[day]] += n
         return {"minutes": {"start": start, "step": 60, "series": minutes},
@@ -179,20 +166,14 @@ class Stats:
 
     async def requests(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         kl = self.kl
-        where, params = "", []
-        if status:
-            if status in STATUS_FILTERS:
-                where = "WHERE " + STATUS_FILTERS[status]
-            else:
-                where, params = "WHERE status = ?", [int(status)]
-        rows = await kl.db.fetchall(
-            "SELECT id, ts, model, key_fp, attempts, status, latency_ms, prompt_tokens, completion_tokens, "
-            f"client_ip, stream, error, client FROM request_log {where} ORDER BY id DESC LIMIT ?", (*params, limit))
         out = []
-        for id_, ts, model, fp, attempts, st, lat, pt, ct, ip, stream, error, client in rows:
-            key = kl.pool.get(fp) if fp else None
-            out.append({"id": id_, "ts": ts, "model": model, "key_fp": fp, "key": key.masked if key else None,
-                        "attempts": attempts, "status": st, "outcome": outcome(st), "latency_ms": lat,
-                        "prompt_tokens": pt, "completion_tokens": ct, "client_ip": ip, "stream": bool(stream),
-                        "error": kl.redactor(error) if error else None, "client": client})
+        for r in await self.history.recent_requests(status, limit):
+            key = kl.pool.get(r.key_fp) if r.key_fp else None
+            out.append({"id": r.id, "ts": r.ts, "model": r.model, "key_fp": r.key_fp,
+                        "key": key.masked if key else None, "attempts": r.attempts, "status": r.status,
+                        "outcome": outcome(r.status), "latency_ms": r.latency_ms, "prompt_tokens": r.prompt_tokens,
+                        "completion_tokens": r.completion_tokens, "client_ip": r.client_ip, "stream": r.stream,
+                        "error": kl.redactor(r.error) if r.error else None, "client": r.client,
+                        # the replica that served it (Redis mode; None in SQLite mode, where there is one)
+                        "replica": r.replica})
         return out

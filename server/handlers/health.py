@@ -1,9 +1,11 @@
-"""GET /health: is the process up, and counts only (no keys, no model names, no settings)."""
+"""GET /health: is the process up, and counts only (no keys, no model names, no settings); plus which replica
+and worker answered, and which store (sqlite or redis) it uses."""
 from __future__ import annotations
 
 import asyncio
 
 from .. import __version__
+from ..store.redis_backend import replica_name
 from .base import BaseHandler
 
 
@@ -17,6 +19,9 @@ class HealthHandler(BaseHandler):
             "uptime_seconds": round(kl.clock.monotonic() - kl.started_mono, 1),
             "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
             "demo": kl.demo,
+            # which process answered: behind a load balancer or with WORKERS>1, each answer can be another's
+            "replica": replica_name(kl.settings.REPLICA_NAME),
+            "worker": kl.worker,
             "keys": kl.pool.counts(),
             "models": len(kl.router.chat_models()),
             "in_flight": max(0, kl.in_flight - 1),
@@ -26,7 +31,8 @@ class HealthHandler(BaseHandler):
                          "idle_connections": kl.http.idle_connections()},
             "store": {"flushes": kl.flusher.flushes, "failed_flushes": kl.flusher.failed_flushes,
                       "prunes": kl.flusher.prunes,
-                      "pending_log_rows": len(kl.request_log)},
+                      "pending_log_rows": len(kl.request_log),
+                      "kind": kl.stores.kind},
         })
 
     head = get

@@ -28,6 +28,8 @@ from .quota import DailyLimits, MemoryUsage, QuotaDay
 BACKOFF_BASE = 1.0        # seconds after the first 5xx/timeout in a row; doubles with each one after
 BACKOFF_MAX = 30.0
 MINUTE_COOLDOWN = 60.0    # a per-minute 429 without RetryInfo
+NEAR_LIMIT = 4            # shared store: reconcile at once when what this process counted since its last read
+                          # reaches a quarter of the room the cluster had left under a daily limit
 
 
 @dataclass(eq=False)
@@ -128,6 +130,13 @@ class KeyPool:
         self.pacing: Callable[[], float] = lambda: 0.0  # KEY_MIN_INTERVAL_MS in seconds (set by the app)
         # called as on_event("key_disabled", key, reason) after Keyloom takes a key out (server/ops.py: alerts)
         self.on_event: Callable[[str, Key, str], None] | None = None
+        # called when a key leaves play or returns (disabled, enabled, cooling, exhausted, reset): a store shared
+        # by several processes tells the others at once instead of at the next flush tick
+        self.on_change: Callable[[], None] | None = None
+        # called when this process's unwritten count of a key × model reaches a quarter of the room left under its
+        # daily limit (as last read): a shared store reconciles at once instead of at the tick, so the closer the
+        # cluster gets to a limit, the fresher the counts it decides from (the room shrinks, so do the steps)
+        self.on_near_limit: Callable[[], None] | None = None
         for s in secrets:
             self.add(s)
 
@@ -159,10 +168,7 @@ class KeyPool:
     def reset_today(self, key: Key) -> None:
         """Today's counters for this key back to zero, and its per-model cool-downs and exhaustion
         lifted: the owner says "use it again today"."""
-        for (fp, model), u in self.usage.rows.items():
-            if fp == key.fp:
-                self.usage.rows[(fp, model)] = type(u)()
-                self.usage.mark(fp, model)
+        self.usage.reset(key.fp)
         for model, ms in key.models.items():
             ms.cooldown_until, ms.exhausted_day, ms.reason = 0.0, None, None
             self._dirty_models.add((key.fp, model))
@@ -170,6 +176,7 @@ class KeyPool:
         self.learned.forget(key.fp)
         self._dirty_keys.add(key.fp)
         self._rot.clear()
+        self._changed()
 
     def has(self, provider: str) -> bool:
         return any(k.provider == provider for k in self.keys)
@@ -238,9 +245,13 @@ class KeyPool:
                 return "pacing", last + gap
         return None
 
-    def _take(self, key: Key, model: str, rot: _Rotation, level: int, now: float) -> Key:
+    def _take(self, key: Key, model: str, rot: _Rotation, level: int, now: float, limit: int) -> Key:
         """Reserve the key for one call: counted now, and remembered for pacing and per-minute limits."""
         self.usage.add(key.fp, model, requests=1)
+        if limit and self.on_near_limit is not None:
+            unsynced = self.usage.unsynced(key.fp, model)
+            if unsynced * NEAR_LIMIT >= limit - (level + 1 - unsynced):
+                self.on_near_limit()
         rot.put(key, level + 1)  # to the back of the next level: round-robin among equals
         learned = self.learned.get(key.fp, model, now)
         self.recent.add(key.fp, model, now, learned is not None and learned.per_minute is not None)
@@ -261,13 +272,13 @@ class KeyPool:
             key = self._by_fp.get(prefer)
             if key is not None and level is not None and (not limit or level < limit) and \
                     self._ready(key, model, now) and self.held(key, model, now) is None:
-                return self._take(key, model, rot, level, now)
+                return self._take(key, model, rot, level, now, limit)
         for level, key in rot.ordered():
             if limit and level >= limit:
                 break  # this level and every one after it is at the daily limit
             if key.fp in avoid or not self._ready(key, model, now) or self.held(key, model, now) is not None:
                 continue
-            return self._take(key, model, rot, level, now)  # ends the iteration before the levels change
+            return self._take(key, model, rot, level, now, limit)  # ends the iteration before the levels change
         return None
 
     def release(self, key: Key, model: str) -> None:
@@ -330,6 +341,7 @@ class KeyPool:
         self._dirty_keys.add(key.fp)
         for rot in self._rot.values():
             rot.remove(key.fp)
+        self._changed()
         if self.on_event is not None:
             self.on_event("key_disabled", key, reason)
 
@@ -340,6 +352,7 @@ class KeyPool:
         key.backoff_until = 0.0
         self._dirty_keys.add(key.fp)
         self._rot.clear()
+        self._changed()
 
     def back_off(self, key: Key) -> float:
         """A transient failure (5xx, timeout): rest the key a little, longer each time in a row."""
@@ -358,6 +371,7 @@ class KeyPool:
                 ms.cooldown_until = until
                 ms.reason = reason
                 self._dirty_models.add((k.fp, model))
+        self._changed()
 
     def exhaust(self, key: Key, model: str, reason: str) -> None:
         """A per-day quota ran out: not this key for this model until the quota day ends, nor any other key
@@ -376,6 +390,7 @@ class KeyPool:
             if peer is not None and peer.provider == key.provider:
                 self._park(peer, model, day, f"project {mask_project(project or '')}: daily quota ran out on key "
                                              f"{key.masked}")
+        self._changed()
 
     # -- when nothing is available ---------------------------------------------------------------
 
@@ -465,6 +480,26 @@ class KeyPool:
             if key is not None:
                 key.models[model] = ModelState(cooldown_until or 0.0, exhausted_day, reason)
         self._rot.clear()
+
+    def counts_changed(self) -> None:
+        """Today's counts or states were replaced by the cluster's (a shared store's read-back): the rotations
+        are rebuilt from them at the next pick."""
+        self._rot.clear()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def apply_states(self, key_states: dict[str, tuple], model_states: dict[tuple[str, str], tuple]) -> None:
+        """States another process wrote (a shared store read them back): they replace ours, except where this
+        process changed a state it has not written yet (its write comes later, and wins)."""
+        clean_keys = {fp: row for fp, row in key_states.items() if fp not in self._dirty_keys}
+        clean_models = {k: row for k, row in model_states.items() if k not in self._dirty_models}
+        for key in self.keys:  # a state gone from the store (pruned, reset elsewhere) is gone here too
+            for model in [m for m in key.models if (key.fp, m) not in model_states
+                          and (key.fp, m) not in self._dirty_models]:
+                del key.models[model]
+        self.load(clean_keys, clean_models)
 
     def drain_states(self) -> tuple[list[tuple], list[tuple]]:
         """Rows for key_state and key_model_state that changed since the last drain."""

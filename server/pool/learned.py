@@ -137,8 +137,16 @@ class LearnedLimits:
         for fp, model, per_day, per_minute, tpm, learned_at in limit_rows:
             self.limits[(fp, model)] = Learned(per_day, per_minute, tpm, learned_at or 0.0)
         for fp, project in project_rows:
+            old = self.projects.get(fp)
+            if old is not None and old != project:
+                self.members.get(old, set()).discard(fp)
             self.projects[fp] = project
             self.members.setdefault(project, set()).add(fp)
+
+    def apply(self, limit_rows: Iterable[tuple], project_rows: Iterable[tuple]) -> None:
+        """What other processes learned (a shared store's read-back), except what this one has not written yet."""
+        self.load([r for r in limit_rows if (r[0], r[1]) not in self._dirty_limits],
+                  [r for r in project_rows if r[0] not in self._dirty_projects and self.projects.get(r[0]) != r[1]])
 
     def drain(self) -> tuple[list[tuple], list[tuple]]:
         """Rows for key_learned_limit and key_project that changed since the last drain."""

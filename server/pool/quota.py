@@ -93,7 +93,7 @@ class Usage:
 
 
 class UsageCounters(Protocol):
-    """Per key × model counters for the current quota day."""
+    """Per key × model counters for the current quota day, as the request path reads and adds to them."""
 
     day: str
 
@@ -105,14 +105,27 @@ class UsageCounters(Protocol):
     def roll(self, day: str) -> None: ...
 
 
+def _plus(into: Usage, d: Usage) -> None:
+    into.requests += d.requests
+    into.successes += d.successes
+    into.failures += d.failures
+    into.prompt_tokens += d.prompt_tokens
+    into.completion_tokens += d.completion_tokens
+    for kind, n in d.failure_kinds.items():
+        into.failure_kinds[kind] = into.failure_kinds.get(kind, 0) + n
+
+
 class MemoryUsage:
-    """In-memory counters with dirty tracking; the flusher persists what changed."""
+    """Today's counters in memory: `rows` are the totals this process decides from (the store's, as last read
+    back, plus what it added since), `_delta` what it added since the last drain. The flusher hands the deltas
+    to the store (server/store/counters.py), which adds them up; with a store several processes share, the
+    totals it reads back replace `rows` (`settle`), keeping what was added while the write was under way."""
 
     def __init__(self, day: str = ""):
         self.day = day
         self.rows: dict[tuple[str, str], Usage] = {}
-        self._dirty: set[tuple[str, str]] = set()
-        self._pending: list[tuple[str, str, str, Usage]] = []  # rows of a finished day not yet written
+        self._delta: dict[tuple[str, str], Usage] = {}
+        self._pending: list[tuple[str, str, str, Usage]] = []  # deltas of a finished day not yet written
 
     def requests(self, key_fp: str, model: str) -> int:
         u = self.rows.get((key_fp, model))
@@ -121,50 +134,79 @@ class MemoryUsage:
     def get(self, key_fp: str, model: str) -> Usage | None:
         return self.rows.get((key_fp, model))
 
+    def unsynced(self, key_fp: str, model: str) -> int:
+        """Requests counted here since the last drain (not yet in the store's totals)."""
+        d = self._delta.get((key_fp, model))
+        return d.requests if d is not None else 0
+
     def add(self, key_fp: str, model: str, *, requests: int = 0, successes: int = 0, failure: str | None = None,
             prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
         k = (key_fp, model)
-        u = self.rows.get(k)
-        if u is None:
-            u = self.rows[k] = Usage()
-        u.requests += requests
-        u.successes += successes
-        u.prompt_tokens += prompt_tokens
-        u.completion_tokens += completion_tokens
-        if failure is not None:
-            u.failures += 1
-            u.failure_kinds[failure] = u.failure_kinds.get(failure, 0) + 1
-        self._dirty.add(k)
+        for table in (self.rows, self._delta):
+            u = table.get(k)
+            if u is None:
+                u = table[k] = Usage()
+            u.requests += requests
+            u.successes += successes
+            u.prompt_tokens += prompt_tokens
+            u.completion_tokens += completion_tokens
+            if failure is not None:
+                u.failures += 1
+                u.failure_kinds[failure] = u.failure_kinds.get(failure, 0) + 1
 
-    def mark(self, key_fp: str, model: str) -> None:
-        """This row changed outside `add` (a reset): write it at the next flush."""
-        self._dirty.add((key_fp, model))
+    def reset(self, key_fp: str) -> None:
+        """The owner reset a key for today: its counts go to 0 here (the store is told by the caller)."""
+        for k in [k for k in self.rows if k[0] == key_fp]:
+            self.rows[k] = Usage()
+        for k in [k for k in self._delta if k[0] == key_fp]:
+            del self._delta[k]
 
     def roll(self, day: str) -> None:
-        """A new quota day: yesterday's unwritten rows wait for the next flush; counting starts at 0."""
-        for k in self._dirty:
-            self._pending.append((self.day, k[0], k[1], self.rows[k].copy()))
-        self._dirty.clear()
+        """A new quota day: yesterday's unwritten deltas wait for the next flush; counting starts at 0."""
+        self._pending.extend((self.day, fp, model, u) for (fp, model), u in self._delta.items())
+        self._delta = {}
         self.rows = {}
         self.day = day
 
     def load(self, day: str, rows: dict[tuple[str, str], Usage]) -> None:
         self.day = day
         self.rows = rows
-        self._dirty.clear()
+        self._delta = {}
 
     def drain(self) -> list[tuple[str, str, str, Usage]]:
-        """(day, key_fp, model, usage) for everything changed since the last drain."""
+        """(day, key_fp, model, delta) for everything added since the last drain."""
         out = self._pending
         self._pending = []
-        out.extend((self.day, fp, model, self.rows[(fp, model)].copy()) for fp, model in self._dirty)
-        self._dirty.clear()
+        out.extend((self.day, fp, model, u) for (fp, model), u in self._delta.items())
+        self._delta = {}
         return out
 
     def restore(self, rows: list[tuple[str, str, str, Usage]]) -> None:
-        """A flush failed: mark its rows to be written again (values in memory are the newest)."""
-        for day, fp, model, usage in rows:
-            if day == self.day and (fp, model) in self.rows:
-                self._dirty.add((fp, model))
+        """Deltas that were not written go back to be written again (the totals in `rows` already hold them)."""
+        for day, fp, model, d in rows:
+            if day == self.day:
+                _plus(self._delta.setdefault((fp, model), Usage()), d)
             else:
-                self._pending.append((day, fp, model, usage))
+                self._pending.append((day, fp, model, d))
+
+    def settle(self, day: str, totals: dict[tuple[str, str], Usage]) -> bool:
+        """Totals a shared store read back after a write: they become `rows`, plus what this process added since
+        the drain (not yet in them). → whether any request count changed (the pool rebuilds its rotations)."""
+        if day != self.day:
+            return False
+        rows: dict[tuple[str, str], Usage] = {}
+        changed = False
+        for k, total in totals.items():
+            u = total.copy()
+            d = self._delta.get(k)
+            if d is not None:
+                _plus(u, d)
+            old = self.rows.get(k)
+            changed = changed or old is None or old.requests != u.requests
+            rows[k] = u
+        for k, d in self._delta.items():
+            if k not in rows:
+                rows[k] = d.copy()
+        changed = changed or len(rows) != len(self.rows)
+        self.rows = rows
+        return changed

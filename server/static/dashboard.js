@@ -500,7 +500,8 @@
       const status = el("span", {class: "badge out-" + r.outcome, text: String(r.status)});
       const statusCell = el("td", {"data-label": t("req.status")}, status, r.stream ? el("span", {class: "small muted", text: " SSE"}) : null);
       body.append(el("tr", {class: r.error ? "failed" : ""},
-        el("td", {"data-label": t("req.time")}, fmtTime(r.ts, true)),
+        el("td", {"data-label": t("req.time")}, fmtTime(r.ts, true),
+          r.replica ? el("div", {class: "small muted", text: r.replica}) : null),  // Redis mode: who served it
         el("td", {"data-label": t("req.model")}, r.model || "–",
           r.client ? el("div", {class: "small muted", text: t("req.by") + " " + r.client}) : null),
         el("td", {"data-label": t("keys.col_key")}, el("code", {text: r.key || (r.key_fp ? r.key_fp : "–")})),

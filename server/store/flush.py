@@ -1,71 +1,44 @@
 """Persistence of what the request path counts: loaded at start-up, flushed periodically, flushed at stop.
 
-The owners (the key pool and its usage counters, the client limits, the request log)
-keep everything in memory and hand over what changed; one flush writes it all in one
-transaction. If a write fails, the owners take their rows back and the next tick
-tries again: nothing is lost but what a crash takes between two ticks.
+The owners (the key pool and its usage counters, the client limits, the client keys, the request log, the
+audit trail) keep everything in memory and hand over what changed; one flush writes it all as one batch
+through the store (server/store/counters.py: SQLite, or Redis shared by several processes). If a write
+fails, the batch is kept and sent first at the next tick: nothing is lost but what a crash takes between two
+ticks, and nothing is counted twice.
 """
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
+import secrets
 from collections.abc import Callable
 from typing import Any
 
 from tornado.ioloop import PeriodicCallback
 
-from ..admin.audit import INSERT as INSERT_AUDIT
 from ..admin.audit import Audit
 from ..clock import Clock
 from ..limits import ClientLimits
 from ..pool.keys import KeyPool
 from ..pool.learned import LEARNED_TTL
-from ..pool.quota import MemoryUsage, Usage
+from ..pool.quota import MemoryUsage
 from ..settings import Settings
-from .db import Database
+from .counters import Batch, CounterStore, Cuts, Totals
+from .errors import StoreDown
 from .requestlog import DayOf, RequestLog, outcome
 
 log = logging.getLogger("keyloom.store")
 
 PRUNE_EVERY = 3600.0
-
-UPSERT_USAGE = (
-    "INSERT INTO key_usage (day, key_fp, model, requests, successes, failures, prompt_tokens, completion_tokens) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, key_fp, model) DO UPDATE SET "
-    "requests = excluded.requests, successes = excluded.successes, failures = excluded.failures, "
-    "prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens")
-UPSERT_FAILURES = (
-    "INSERT INTO key_failures (day, key_fp, model, kind, count) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (day, key_fp, model, kind) DO UPDATE SET count = excluded.count")
-UPSERT_KEY_STATE = (
-    "INSERT OR REPLACE INTO key_state (key_fp, disabled_reason, disabled_at, backoff_until, backoff_failures, "
-    "last_error, last_error_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
-UPSERT_MODEL_STATE = (
-    "INSERT OR REPLACE INTO key_model_state (key_fp, model, cooldown_until, exhausted_day, reason) "
-    "VALUES (?, ?, ?, ?, ?)")
-UPSERT_LEARNED = (
-    "INSERT OR REPLACE INTO key_learned_limit (key_fp, model, per_day, per_minute, tokens_per_minute, learned_at) "
-    "VALUES (?, ?, ?, ?, ?, ?)")
-UPSERT_PROJECT = "INSERT OR REPLACE INTO key_project (key_fp, project) VALUES (?, ?)"
-UPSERT_CLIENT = (
-    "INSERT INTO client_usage (day, ip, requests) VALUES (?, ?, ?) "
-    "ON CONFLICT (day, ip) DO UPDATE SET requests = excluded.requests")
-INSERT_REQUEST = (
-    "INSERT INTO request_log (ts, model, key_fp, attempts, status, latency_ms, prompt_tokens, completion_tokens, "
-    "client_ip, stream, error, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-UPSERT_CLIENT_KEY_USAGE = (
-    "INSERT INTO client_key_usage (day, key_id, model, requests, tokens) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (day, key_id, model) DO UPDATE SET requests = excluded.requests, tokens = excluded.tokens")
-ADD_DAILY = (
-    "INSERT INTO request_daily (day, outcome, count) VALUES (?, ?, ?) "
-    "ON CONFLICT (day, outcome) DO UPDATE SET count = count + excluded.count")
 DAILY_DAYS = 400
 
 
 class Flusher:
-    def __init__(self, db: Database, pool: KeyPool, limits: ClientLimits, requests: RequestLog,
+    def __init__(self, store: CounterStore, pool: KeyPool, limits: ClientLimits, requests: RequestLog,
                  settings: Callable[[], Settings], clock: Clock, audit: Audit | None = None):
-        self.db = db
+        self.store = store
         self.pool = pool
         self.usage: MemoryUsage = pool.usage
         self.limits = limits
@@ -79,6 +52,11 @@ class Flusher:
         self._last_prune = 0.0
         self._day_of: DayOf | None = None
         self._lock = asyncio.Lock()  # one flush at a time: a second caller waits, then writes what is left
+        self._unsent: Batch | None = None  # a batch whose write failed: sent again, first, under its id
+        self._urgent: asyncio.Future[None] | None = None
+        self._remote: asyncio.Future[None] | None = None
+        # batch ids: unique per process run, so a shared store can tell a batch sent again from a new one
+        self._ids = (f"{os.getpid()}-{secrets.token_hex(4)}-{n}" for n in itertools.count())
         self.flushes = 0
         self.failed_flushes = 0
         self.rows_since_prune = 0
@@ -91,31 +69,15 @@ class Flusher:
     async def load(self) -> None:
         """Read back today's counts and every key's state."""
         day = self.pool.quota_day.today()
-        usage: dict[tuple[str, str], Usage] = {}
-        for fp, model, req, ok, fail, pt, ct in await self.db.fetchall(
-                "SELECT key_fp, model, requests, successes, failures, prompt_tokens, completion_tokens "
-                "FROM key_usage WHERE day = ?", (day,)):
-            usage[(fp, model)] = Usage(req, ok, fail, pt, ct)
-        for fp, model, kind, count in await self.db.fetchall(
-                "SELECT key_fp, model, kind, count FROM key_failures WHERE day = ?", (day,)):
-            usage.setdefault((fp, model), Usage()).failure_kinds[kind] = count
-        self.usage.load(day, usage)
+        snap = await self.store.load(day)
+        self.usage.load(day, snap.totals.usage)
         self.pool.day = day
-        key_states = {row[0]: tuple(row[1:]) for row in await self.db.fetchall(
-            "SELECT key_fp, disabled_reason, disabled_at, backoff_until, backoff_failures, last_error, last_error_at "
-            "FROM key_state")}
-        model_states = {(row[0], row[1]): tuple(row[2:]) for row in await self.db.fetchall(
-            "SELECT key_fp, model, cooldown_until, exhausted_day, reason FROM key_model_state")}
-        self.pool.load(key_states, model_states)
-        self.pool.learned.load(
-            await self.db.fetchall("SELECT key_fp, model, per_day, per_minute, tokens_per_minute, learned_at "
-                                   "FROM key_learned_limit"),
-            await self.db.fetchall("SELECT key_fp, project FROM key_project"))
-        self.limits.load(day, {ip: n for ip, n in await self.db.fetchall(
-            "SELECT ip, requests FROM client_usage WHERE day = ?", (day,))})
-        newest = [t for t, in await self.db.fetchall(
-            "SELECT MAX(ts) FROM request_log UNION ALL SELECT MAX(ts) FROM audit") if t is not None]
-        self._seen = max(newest) if newest else None
+        self.pool.load(snap.states.keys, snap.states.models)
+        self.pool.learned.load(snap.states.learned, snap.states.projects)
+        self.limits.load(day, snap.totals.clients)
+        if self.client_keys is not None:
+            self.client_keys.load_usage(day, snap.totals.client_keys)
+        self._seen = snap.newest
         self._seen_mono = self.clock.monotonic()
 
     def trusted_now(self) -> float:
@@ -130,52 +92,82 @@ class Flusher:
         return min(now, max(self._seen, self._seen + self.clock.monotonic() - self._seen_mono))
 
     async def flush(self) -> int:
-        """Write everything that changed, in one transaction. Returns the number of rows written.
-        When it returns, everything changed before the call is on disk."""
+        """Write everything that changed as one batch. Returns the number of rows written.
+        When it returns, everything changed before the call is stored."""
         async with self._lock:
-            return await self._flush()
+            written = 0
+            if self._unsent is not None:
+                written += await self._write(self._unsent)
+            return written + await self._write(self._drain())
 
-    async def _flush(self) -> int:
+    def _drain(self) -> Batch:
         self.pool.check_day()  # a new quota day starts counting from 0 even when no request comes
-        usage = self.usage.drain()
         keys, models = self.pool.drain_states()
         learned, projects = self.pool.learned.drain()
-        clients = self.limits.drain()
         requests = self.requests.drain()
-        audit = self.audit.drain() if self.audit is not None else []
-        client_key_rows = self.client_keys.drain() if self.client_keys is not None else []
-        usage_rows = [(day, fp, model, u.requests, u.successes, u.failures, u.prompt_tokens, u.completion_tokens)
-                      for day, fp, model, u in usage]
-        failure_rows = [(day, fp, model, kind, n) for day, fp, model, u in usage for kind, n in u.failure_kinds.items()]
-        request_rows = [r.as_tuple() for r in requests]
-        daily_rows = self._daily(requests)
-        total = len(usage_rows) + len(failure_rows) + len(keys) + len(models) + len(learned) + len(projects) + \
-            len(clients) + len(request_rows) + \
-            len(audit) + len(client_key_rows)
-        if not total:
+        return Batch(next(self._ids), usage=self.usage.drain(), key_states=keys, model_states=models,
+                     learned=learned, projects=projects, clients=self.limits.drain(),
+                     client_keys=self.client_keys.drain() if self.client_keys is not None else [],
+                     requests=requests, daily=self._daily(requests),
+                     audit=self.audit.drain() if self.audit is not None else [],
+                     minutes=self.limits.minutes.drain())
+
+    async def _write(self, batch: Batch) -> int:
+        total = batch.size()
+        if not total and not self.store.shared:
             return 0
+        self._unsent = batch
         try:
-            await self.db.write([(UPSERT_USAGE, usage_rows), (UPSERT_FAILURES, failure_rows),
-                                 (UPSERT_KEY_STATE, keys), (UPSERT_MODEL_STATE, models),
-                                 (UPSERT_LEARNED, learned), (UPSERT_PROJECT, projects),
-                                 (UPSERT_CLIENT, clients), (INSERT_REQUEST, request_rows),
-                                 (ADD_DAILY, daily_rows), (INSERT_AUDIT, audit),
-                                 (UPSERT_CLIENT_KEY_USAGE, client_key_rows)])
+            totals = await self.store.write(batch, self.pool.day, self.limits.known(),
+                                            self.limits.minutes.minutes())
         except BaseException:
-            self.usage.restore(usage)
-            self.pool.restore_states(keys, models)
-            self.pool.learned.restore(learned, projects)
-            self.limits.restore(clients)
-            self.requests.restore(requests)
-            if self.audit is not None:
-                self.audit.restore(audit)
-            if self.client_keys is not None:
-                self.client_keys.restore(client_key_rows)
             self.failed_flushes += 1
             raise
+        self._unsent = None
         self.flushes += 1
-        self.rows_since_prune += len(request_rows)
+        self.rows_since_prune += len(batch.requests)
+        if totals is not None:
+            self._settle(totals)
         return total
+
+    def soon(self) -> None:
+        """Write now rather than at the next tick (a key left play: a shared store tells the others at once).
+        Coalesced: while one such write is pending, asking again adds nothing."""
+        if self.store.shared and (self._urgent is None or self._urgent.done()):
+            self._urgent = asyncio.ensure_future(self._quiet(self.flush()))
+
+    def others_changed(self) -> None:
+        """Another process changed a key state: read the states now."""
+        if self._remote is None or self._remote.done():
+            self._remote = asyncio.ensure_future(self._quiet(self.refresh()))
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            totals = await self.store.read(self.pool.day, self.limits.known(), self.limits.minutes.minutes())
+            if totals is not None:
+                self._settle(totals)
+
+    @staticmethod
+    async def _quiet(coro: Any) -> None:
+        try:
+            await coro
+        except StoreDown:
+            pass  # said once by the store; the tick tries again
+        except Exception:
+            log.exception("writing or reading the shared store failed; the next tick tries again")
+
+    def _settle(self, totals: Totals) -> None:
+        """The cluster's counts (a shared store): every owner decides from them until the next tick."""
+        if totals.states is not None:
+            self.pool.apply_states(totals.states.keys, totals.states.models)
+            self.pool.learned.apply(totals.states.learned, totals.states.projects)
+        changed = self.usage.settle(totals.day, totals.usage)
+        self.limits.settle(totals.day, totals.clients)
+        self.limits.minutes.settle(totals.minutes)
+        if self.client_keys is not None:
+            self.client_keys.settle(totals.day, totals.client_keys)
+        if changed or totals.states is not None:
+            self.pool.counts_changed()
 
     def day_of(self) -> DayOf:
         tz = self.settings().TZ
@@ -199,21 +191,12 @@ class Flusher:
         now = self.clock.time()
         trusted = self.trusted_now()
         cutoff = trusted - s.REQUEST_LOG_DAYS * 86400
-        await self.db.write([
-            ("DELETE FROM request_log WHERE ts < ?", [(cutoff,)]),
-            ("DELETE FROM request_log WHERE id <= (SELECT id FROM request_log ORDER BY id DESC LIMIT 1 OFFSET ?)",
-             [(s.REQUEST_LOG_MAX_ROWS,)]),
-            ("DELETE FROM client_usage WHERE day < ?", [(self.day_of()(cutoff),)]),
-            ("DELETE FROM request_daily WHERE day < ?", [(self.day_of()(trusted - DAILY_DAYS * 86400),)]),
-            # client keys' usage: what the dashboard's history shows (30 days), kept as long as the daily totals
-            ("DELETE FROM client_key_usage WHERE day < ?", [(self.day_of()(trusted - DAILY_DAYS * 86400),)]),
-            ("DELETE FROM admin_session WHERE expires_at < ?", [(now,)]),
-            ("DELETE FROM chat_session WHERE expires_at < ?", [(now,)]),
-            ("DELETE FROM audit WHERE ts < ?", [(trusted - DAILY_DAYS * 86400,)]),
-            ("DELETE FROM key_model_state WHERE (exhausted_day IS NULL OR exhausted_day < ?) "
-             "AND (cooldown_until IS NULL OR cooldown_until < ?)", [(self.pool.quota_day.today(), now)]),
-            ("DELETE FROM key_learned_limit WHERE learned_at < ?", [(trusted - LEARNED_TTL,)]),
-        ])
+        day_of = self.day_of()
+        await self.store.prune(Cuts(
+            now=now, requests_before=cutoff, max_requests=s.REQUEST_LOG_MAX_ROWS,
+            clients_before_day=day_of(cutoff), daily_before_day=day_of(trusted - DAILY_DAYS * 86400),
+            audit_before=trusted - DAILY_DAYS * 86400, quota_day=self.pool.quota_day.today(),
+            learned_before=trusted - LEARNED_TTL))
         self._last_prune = now
         self.rows_since_prune = 0
         self.prunes += 1
@@ -229,8 +212,10 @@ class Flusher:
             await self.flush()
             if self.prune_due():
                 await self.prune()
+        except StoreDown:
+            pass  # the store said so once; the batch is kept for the next tick
         except Exception:
-            log.exception("writing counters to the database failed; will try again")
+            log.exception("writing counters to the store failed; will try again")
 
     def _on_timer(self) -> None:
         if self._running is None or self._running.done():
@@ -245,6 +230,9 @@ class Flusher:
         if self._callback is not None:
             self._callback.stop()
             self._callback = None
+        for task in (self._urgent, self._remote):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
         if self._running is not None:
             await asyncio.gather(self._running, return_exceptions=True)
         await self.flush()

@@ -89,6 +89,8 @@ class Egress:
             seen.add(client.proxy.identity)
             self.exits.append(Exit(len(self.exits) + 1, client.proxy, client))
         self._order: dict[str, tuple[Exit, ...]] = {}
+        # a proxy rested or came back (Redis mode: the other processes are told at once)
+        self.on_change: Callable[[dict[str, Any]], None] | None = None
         self._fps: dict[str, str] = {}
 
     def __bool__(self) -> bool:
@@ -154,12 +156,41 @@ class Egress:
         exit_.last_error, exit_.last_error_at = message, now
         log.warning("proxy #%d %s failed (%s); it rests %gs, its keys go through their next proxy", exit_.n,
                     exit_.proxy.masked, message, delay)
+        self._changed(exit_)
         return ProxyFailed(message)
 
     def succeeded(self, exit_: Exit) -> None:
         if exit_.failures or exit_.rest_until:
             log.info("proxy #%d %s works again; its keys are back", exit_.n, exit_.proxy.masked)
             exit_.failures, exit_.rest_until = 0, 0.0
+            self._changed(exit_)
+
+    def _changed(self, exit_: Exit) -> None:
+        if self.on_change is not None:
+            self.on_change(self.health(exit_))
+
+    @staticmethod
+    def health(exit_: Exit) -> dict[str, Any]:
+        """A proxy's health as other processes take it (server/app.py publishes it in Redis mode): named by a
+        hash of its identity (scheme, user, host, port), never its password; the error is already masked."""
+        return {"id": hashlib.sha256(exit_.proxy.identity.encode()).hexdigest()[:16], "failures": exit_.failures,
+                "rest_until": exit_.rest_until, "last_error": exit_.last_error, "last_error_at": exit_.last_error_at}
+
+    def apply_health(self, data: Any) -> None:
+        """Another process's word on a proxy both use: it rests here too (or works again)."""
+        if not isinstance(data, dict):
+            return
+        for exit_ in self.exits:
+            if self.health(exit_)["id"] == data.get("id"):
+                try:
+                    exit_.failures = int(data.get("failures") or 0)
+                    exit_.rest_until = float(data.get("rest_until") or 0.0)
+                except (TypeError, ValueError):
+                    return
+                error = data.get("last_error")
+                exit_.last_error = error if isinstance(error, str) else None
+                at = data.get("last_error_at")
+                exit_.last_error_at = float(at) if isinstance(at, int | float) else None
 
     def view(self, fps: Iterable[str], redact: Callable[[str], str] = lambda s: s) -> list[dict[str, Any]]:
         """Each proxy as the page shows it (scheme://host:port, never a credential): health, how many keys it is

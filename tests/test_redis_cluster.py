@@ -1,0 +1,283 @@
+"""Several Keyloom processes, one pool: a real redis-server and real Keyloom replicas in front of it.
+
+In-process replicas (three `start_keyloom` with one REDIS_URL) where the test drives the flush ticks itself,
+so a bound is checked exactly, tick by tick; real subprocesses where a process must die (kill -9) or Redis
+must go away and come back under traffic. Sequence points are events (a log line, a count in Redis, a
+request answered), never a sleep.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.clock import ManualClock
+from server.upstream.http import HttpError
+from tests.conftest import KEYS, PASSWORD
+from tests.support import redis_server
+from tests.support.proc import KeyloomProcess
+from tests.support.redis_server import RedisServer
+from tests.support.wait import wait_until
+
+HELLO = [{"role": "user", "content": "hello"}]
+MODEL = "gemini-2.0-flash"
+NO_TICKS = "60"  # in-process replicas: the test flushes (and stops the timer)
+
+
+@pytest.fixture
+def redis(tmp_path: Path):
+    redis_server.require()
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.kill()
+
+
+def chat(url: str, h: httpx.Client | None = None) -> int:
+    if h is None:
+        with httpx.Client(timeout=20) as own:
+            return chat(url, own)
+    r = h.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {PASSWORD}"},
+               json={"model": MODEL, "messages": HELLO})
+    return r.status_code
+
+
+def usage_in_redis(server: RedisServer, prefix: str = "keyloom:") -> int:
+    r = server.sync_client()
+    try:
+        total = 0
+        for name in r.scan_iter(prefix + "usage:*"):
+            total += sum(int(v) for f, v in r.hgetall(name).items() if f.endswith("\trequests"))
+        return total
+    finally:
+        r.close()
+
+
+def replicas(start_keyloom, server: RedisServer, n: int = 3, **env):
+    rs = [start_keyloom(REDIS_URL=server.url, FLUSH_INTERVAL=NO_TICKS, REPLICA_NAME=f"r{i}", **env)
+          for i in range(n)]
+    for r in rs:  # the ticks are the test's: no timer of their own
+        r.loop.run(_stop_timer(r.kl))
+    return rs
+
+
+async def _stop_timer(kl) -> None:
+    if kl.flusher._callback is not None:
+        kl.flusher._callback.stop()
+
+
+def tick(rs) -> None:
+    """One flush tick on every replica, twice round: each writes its deltas, then each reads the cluster's
+    totals (with real timers the two passes are the ticks of the others that fall in between)."""
+    for _ in range(2):
+        for r in rs:
+            r.loop.run(r.kl.flusher.flush())
+
+
+# -- the pool is one pool ----------------------------------------------------------------------------------
+
+def test_a_daily_limit_holds_across_three_replicas_within_one_tick_of_the_others(redis, start_keyloom, fake):
+    """The documented bound, checked exactly: between two ticks each replica decides from the totals it read
+    at the last one plus its own count, so the cluster can pass the limit by at most what the *other* replicas
+    served in that one tick. Three concurrent requests per replica per tick, limit 20, one key."""
+    limit, per_round = 20, 3
+    rs = replicas(start_keyloom, redis, GEMINI_API_KEYS=KEYS[0], API_KEY_DAILY_LIMIT=limit)
+    rounds: list[list[int]] = []
+    with concurrent.futures.ThreadPoolExecutor(9) as pool:
+        while not rounds or any(rounds[-1]):
+            assert len(rounds) < 20
+            jobs = [[pool.submit(chat, r.url) for _ in range(per_round)] for r in rs]
+            rounds.append([sum(j.result() == 200 for j in js) for js in jobs])
+            tick(rs)
+    served = len(fake.generate_calls())
+    assert served == sum(map(sum, rounds))
+    total = 0
+    for counts in rounds:
+        for mine in counts:  # each replica's own count is exact: it never serves past what it knows is left
+            assert mine <= max(0, limit - total), rounds
+        if total <= limit < total + sum(counts):  # the round that crossed the limit
+            assert total + sum(counts) - limit <= sum(counts) - max(counts), rounds  # ≤ the others' one tick
+        total += sum(counts)
+    assert served >= limit  # and nothing was refused while there was room
+    assert rounds[-1] == [0, 0, 0]  # once the totals are read, every replica refuses
+    totals = [r.kl.pool.usage.requests(r.kl.pool.keys[0].fp, MODEL) for r in rs]
+    assert totals == [served] * 3  # every replica decides from the cluster's count
+
+
+def test_a_key_disabled_on_one_replica_is_skipped_by_the_others_without_waiting_for_a_tick(
+        redis, start_keyloom, fake):
+    rs = replicas(start_keyloom, redis, GEMINI_API_KEYS=",".join(KEYS[:2]))
+    bad = rs[0].kl.pool.keys[0]
+    fake.keys[KEYS[0]] = "invalid"
+    for _ in range(2):  # whichever key replica 0 picks first, the invalid one is met within two requests
+        assert chat(rs[0].url) == 200
+    assert not rs[0].kl.pool.get(bad.fp).usable
+    for r in rs[1:]:  # no tick runs: the change notice alone brings it
+        wait_until(lambda r=r: not r.kl.pool.get(bad.fp).usable, "the other replicas to see the key disabled")
+    fake.requests.clear()
+    for r in rs[1:]:
+        assert chat(r.url) == 200
+    assert {c.key for c in fake.generate_calls()} == {KEYS[1]}
+
+
+def test_a_key_cooling_on_one_replica_cools_on_the_others(redis, start_keyloom, fake):
+    rs = replicas(start_keyloom, redis, GEMINI_API_KEYS=",".join(KEYS[:2]))
+    fake.key_model[(KEYS[0], MODEL)] = "quota_minute"
+    for _ in range(2):
+        assert chat(rs[0].url) == 200
+    cooled = rs[0].kl.pool.keys[0]
+    assert rs[0].kl.pool.model_state(cooled, MODEL)[0] == "cooling"
+    for r in rs[1:]:
+        wait_until(lambda r=r: r.kl.pool.model_state(r.kl.pool.get(cooled.fp), MODEL)[0] == "cooling",
+                   "the other replicas to see the key cooling")
+
+
+def test_a_per_minute_limit_counts_the_requests_of_every_replica(redis, start_keyloom, fake):
+    """MAX_REQUESTS_PER_MINUTE=6 over three replicas: two requests each fill it; after one tick every replica
+    refuses (alone, each would take six). Clocks are injected and stand still: the minute does not turn."""
+    rs = [start_keyloom(clock=ManualClock(1_750_000_020.0), REDIS_URL=redis.url, FLUSH_INTERVAL=NO_TICKS,
+                        MAX_REQUESTS_PER_MINUTE=6) for _ in range(3)]
+    for r in rs:
+        r.loop.run(_stop_timer(r.kl))
+    assert [chat(r.url) for r in rs for _ in range(2)] == [200] * 6
+    tick(rs)
+    for r in rs:
+        with r.http() as h:
+            refused = h.post("/v1/chat/completions", headers=r.auth(), json={"model": MODEL, "messages": HELLO})
+        assert refused.status_code == 429 and "MAX_REQUESTS_PER_MINUTE" in refused.text
+        assert int(refused.headers["Retry-After"]) >= 1
+
+
+def test_a_proxy_resting_on_one_replica_rests_on_the_others(redis, start_keyloom, fake):
+    proxies = "http://127.0.0.1:9,http://user:proxy-pw-1@127.0.0.1:10"
+    rs = replicas(start_keyloom, redis, n=2, UPSTREAM_PROXIES=proxies, GEMINI_API_KEYS="")  # no key: no calls
+    second = rs[0].kl.egress.exits[1]
+
+    async def fail() -> None:
+        rs[0].kl.egress.failed(second, HttpError("connection refused"))
+    rs[0].loop.run(fail())
+    other = rs[1].kl.egress.exits[1]
+    wait_until(lambda: other.resting(rs[1].kl.clock.time()), "the other replica to rest the proxy too")
+    assert not rs[1].kl.egress.exits[0].resting(rs[1].kl.clock.time())  # only that one
+    assert other.failures == 1 and "proxy-pw-1" not in (other.last_error or "")
+
+    async def works() -> None:
+        rs[0].kl.egress.succeeded(second)
+    rs[0].loop.run(works())
+    wait_until(lambda: not other.resting(rs[1].kl.clock.time()), "the proxy back on the other replica")
+
+
+def test_the_dashboard_of_any_replica_shows_every_replicas_requests(redis, start_keyloom, fake):
+    rs = replicas(start_keyloom, redis, ADMIN_PASSWORD="admin-password-1")
+    for r in rs:
+        assert chat(r.url) == 200
+    tick(rs)
+    with rs[2].http(headers={"Authorization": "Bearer admin-password-1"}) as h:
+        shown = h.get("/api/requests").json()["requests"]
+    assert len(shown) == 3 and all(row["status"] == 200 for row in shown)
+
+
+# -- processes die, Redis goes away --------------------------------------------------------------------------
+
+def proc_env(fake, server: RedisServer, **extra):
+    env = {"GEMINI_API_KEYS": ",".join(KEYS[:2]), "GEMINI_BASE_URL": fake.base_url, "PASSWORD": PASSWORD,
+           "ADMIN_PASSWORD": "admin-password-1", "REDIS_URL": server.url, "FLUSH_INTERVAL": "0.2",
+           "MAX_REQUESTS_PER_MINUTE": "0", "MAX_REQUESTS_PER_DAY_PER_IP": "0", "API_KEY_DAILY_LIMIT": "0",
+           "ACCESS_LOG": "false"}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class Load:
+    """Client threads sending chat requests to some replicas until stopped; counts what they got."""
+
+    def __init__(self, urls: list[str], threads_per_url: int = 2):
+        self.stop = threading.Event()
+        self.statuses: list[int] = []
+        self.errors: list[str] = []
+        self._threads = [threading.Thread(target=self._run, args=(u,)) for u in urls for _ in range(threads_per_url)]
+        for t in self._threads:
+            t.start()
+
+    def _run(self, url: str) -> None:
+        with httpx.Client(timeout=20) as h:
+            while not self.stop.is_set():
+                try:
+                    self.statuses.append(chat(url, h))
+                except httpx.HTTPError as e:
+                    self.errors.append(type(e).__name__)
+                    if self.stop.is_set():
+                        return
+
+    def end(self) -> None:
+        self.stop.set()
+        for t in self._threads:
+            t.join(30)
+
+
+def test_kill_9_of_one_replica_loses_at_most_its_last_tick(fake, redis, tmp_path):
+    env = proc_env(fake, redis)
+    a = KeyloomProcess(env={**env, "REPLICA_NAME": "a"}, data_dir=tmp_path / "a").wait_ready()
+    b = KeyloomProcess(env={**env, "REPLICA_NAME": "b"}, data_dir=tmp_path / "b").wait_ready()
+    try:
+        load = Load([a.url, b.url])
+        seen = wait_until(lambda: (n := usage_in_redis(redis)) >= 40 and n, "40 requests counted in Redis")
+        os.kill(a.proc.pid, signal.SIGKILL)
+        a.proc.wait(10)
+        load.end()
+        b.stop()
+        received = len(fake.generate_calls())
+        final = usage_in_redis(redis)
+        # what was written is kept; what is missing is what `a` served after its last tick (never more)
+        assert seen <= final <= received
+    finally:
+        for p in (a, b):
+            if p.proc.poll() is None:
+                p.stop(signal.SIGKILL)
+
+
+def test_redis_restarted_and_away_under_traffic_no_request_fails_and_counts_add_up(fake, redis, tmp_path):
+    env = proc_env(fake, redis)
+    rs = [KeyloomProcess(env={**env, "REPLICA_NAME": f"r{i}"}, data_dir=tmp_path / f"r{i}").wait_ready()
+          for i in range(2)]
+    try:
+        load = Load([r.url for r in rs])
+        wait_until(lambda: usage_in_redis(redis) >= 20, "traffic counted in Redis")
+        redis.stop()  # gracefully: the append-only file has everything it acknowledged
+        for r in rs:
+            wait_until(lambda r=r: "cannot be reached" in r.output(), "each replica to notice Redis is away")
+        while_down = len(load.statuses)
+        wait_until(lambda: len(load.statuses) >= while_down + 40, "40 more requests answered while Redis is away")
+        redis.start()  # the same port and data directory: the counts it had are back
+        for r in rs:
+            wait_until(lambda r=r: "is back" in r.output(), "each replica to see Redis back")
+        after = len(load.statuses)
+        wait_until(lambda: len(load.statuses) >= after + 20, "traffic after Redis came back")
+        load.end()
+        for r in rs:
+            r.stop()  # a graceful stop writes the last tick
+        assert load.errors == [] and set(load.statuses) == {200}, "a request failed because Redis went away"
+        # every request Google received is counted once: nothing lost while Redis was away, nothing twice
+        assert usage_in_redis(redis) == len(fake.generate_calls())
+        for r in rs:
+            assert r.output().count("cannot be reached") == 1, r.output()  # said once, not once per tick
+    finally:
+        for r in rs:
+            if r.proc.poll() is None:
+                r.stop(signal.SIGKILL)
+
+
+def test_a_replica_does_not_start_without_redis_and_says_why(fake, tmp_path):
+    port = redis_server.free_port()  # nothing listens there
+    p = KeyloomProcess(env={"GEMINI_API_KEYS": KEYS[0], "GEMINI_BASE_URL": fake.base_url, "PASSWORD": PASSWORD,
+                            "ADMIN_PASSWORD": "admin-password-1",
+                            "REDIS_URL": f"redis://:s3cret-redis-pw@127.0.0.1:{port}/0", "REDIS_START_TIMEOUT": "1"},
+                       data_dir=tmp_path)
+    assert p.proc.wait(60) == 2
+    out = p.output()
+    assert "cannot be reached" in out and "REDIS_START_TIMEOUT" in out and "Traceback" not in out
+    assert "s3cret-redis-pw" not in out  # the URL is shown without its password
