@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -80,7 +81,14 @@ def wrk(port: int, seconds: float, directory: Path) -> dict[str, float]:
     return {"rps": rps, "requests": total, "non_2xx": int(bad.group(1)) if bad else 0}
 
 
-def measure(label: str, upstream: int, env: dict[str, str], seconds: float, tmp: Path) -> dict[str, Any]:
+def children_cpu() -> float:
+    """CPU seconds of this process's finished children (wrk runs as one)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def measure(label: str, upstream: int, env: dict[str, str], seconds: float, tmp: Path,
+            rig_pids: list[int]) -> dict[str, Any]:
     data = tmp / f"data-{label}-{time.monotonic_ns()}"
     data.mkdir()
     kl, port = start_keyloom(upstream, data, make_keys(64), ADMIN_PASSWORD="bench-admin-password-1",
@@ -89,10 +97,17 @@ def measure(label: str, upstream: int, env: dict[str, str], seconds: float, tmp:
         time.sleep(1.0 if env.get("WORKERS", "1") != "1" else 0.2)  # the workers have bound the port
         wrk(port, 2, tmp)  # warm-up
         pids = process_tree(kl.pid)
+        rig = [p for pid in rig_pids for p in process_tree(pid)]
         cpu0 = sum(cpu_seconds(p) for p in pids)
+        rig0 = sum(cpu_seconds(p) for p in rig) + children_cpu()
+        t0 = time.perf_counter()
         got = wrk(port, seconds, tmp)
+        wall = time.perf_counter() - t0
         cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+        rig_cpu = sum(cpu_seconds(p) for p in rig) + children_cpu() - rig0
         got["keyloom_cpu_ms_per_request"] = round(1000 * cpu / max(1, got["requests"]), 3)
+        got["keyloom_cores_busy"] = round(cpu / wall, 2)  # of the machine's cores, on average
+        got["rig_cores_busy"] = round(rig_cpu / wall, 2)   # nginx, redis-server and wrk
         return got
     finally:
         kl.terminate()
@@ -120,7 +135,7 @@ def main() -> None:
         try:
             for _ in range(args.rounds):
                 for label, env in setups.items():
-                    runs[label].append(measure(label, upstream, env, args.seconds, tmp))
+                    runs[label].append(measure(label, upstream, env, args.seconds, tmp, [ngx.pid, redis.pid]))
         finally:
             for p in (ngx, redis):
                 p.terminate()
@@ -128,13 +143,17 @@ def main() -> None:
     summary = {label: {"rps_median": statistics.median(r["rps"] for r in rs),
                        "rps_rounds": [r["rps"] for r in rs],
                        "cpu_ms_per_request_median": statistics.median(r["keyloom_cpu_ms_per_request"] for r in rs),
+                       "keyloom_cores_busy_median": statistics.median(r["keyloom_cores_busy"] for r in rs),
+                       "rig_cores_busy_median": statistics.median(r["rig_cores_busy"] for r in rs),
                        "non_2xx": sum(r["non_2xx"] for r in rs)} for label, rs in runs.items()}
     one, two = summary["redis, WORKERS=1"]["rps_median"], summary["redis, WORKERS=2"]["rps_median"]
     sqlite_cpu = summary["sqlite, WORKERS=1"]["cpu_ms_per_request_median"]
     redis_cpu = summary["redis, WORKERS=1"]["cpu_ms_per_request_median"]
-    print(f"{'setup':<20} {'req/s (median)':>15} {'CPU ms/request':>15} {'non-2xx':>8}")
+    print(f"{'setup':<20} {'req/s (median)':>15} {'CPU ms/request':>15} {'Keyloom cores':>14} {'rig cores':>10} "
+          f"{'non-2xx':>8}")
     for label, s in summary.items():
-        print(f"{label:<20} {s['rps_median']:>15.0f} {s['cpu_ms_per_request_median']:>15.3f} {s['non_2xx']:>8}")
+        print(f"{label:<20} {s['rps_median']:>15.0f} {s['cpu_ms_per_request_median']:>15.3f} "
+              f"{s['keyloom_cores_busy_median']:>14.2f} {s['rig_cores_busy_median']:>10.2f} {s['non_2xx']:>8}")
     print(f"WORKERS=2 / WORKERS=1: {two / one:.2f}x; CPU per request, Redis / SQLite: {redis_cpu / sqlite_cpu:.3f}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "cores.json").write_text(json.dumps(

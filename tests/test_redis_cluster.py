@@ -19,6 +19,7 @@ import pytest
 from server.clock import ManualClock
 from server.upstream.http import HttpError
 from tests.conftest import KEYS, PASSWORD
+from tests.fake_gemini import Reply, quota_body
 from tests.support import redis_server
 from tests.support.proc import KeyloomProcess
 from tests.support.redis_server import RedisServer
@@ -171,6 +172,61 @@ def test_a_proxy_resting_on_one_replica_rests_on_the_others(redis, start_keyloom
     wait_until(lambda: not other.resting(rs[1].kl.clock.time()), "the proxy back on the other replica")
 
 
+def test_a_client_keys_daily_quota_counts_its_requests_on_every_replica(redis, start_keyloom, fake):
+    client_key = "kl-cluster-quota-key-0123456789abcdef"
+    keys = f'[{{"name": "friend", "key": "{client_key}", "daily_requests": 4}}]'
+    rs = replicas(start_keyloom, redis, n=2, CLIENT_KEYS=keys)
+
+    def ask(r) -> int:
+        with r.http() as h:
+            return h.post("/v1/chat/completions", headers={"Authorization": f"Bearer {client_key}"},
+                          json={"model": MODEL, "messages": HELLO}).status_code
+    assert [ask(r) for r in rs for _ in range(2)] == [200] * 4  # two on each: alone, each has room for four
+    tick(rs)
+    assert [ask(r) for r in rs] == [429, 429]
+
+
+def test_what_google_named_on_one_replica_holds_on_the_others(redis, start_keyloom, fake):
+    """A 429 naming a per-day limit of 3 and the key's project, met by one replica: the others learn the limit
+    and the project (shared key states), and hold the key there."""
+    rs = replicas(start_keyloom, redis, n=2, GEMINI_API_KEYS=KEYS[0])
+    fp = rs[0].kl.pool.keys[0].fp
+    done: list[int] = []
+
+    def refuse_once(rec):
+        if not done:
+            done.append(1)
+            return Reply(status=429, body=quota_body(MODEL, "day", "3600s", value=3, project="987654321098"))
+        return None
+    fake.responder = refuse_once
+    with rs[0].http() as h:
+        h.post("/v1/chat/completions", headers=rs[0].auth(), json={"model": MODEL, "messages": HELLO})
+    assert rs[0].kl.pool.learned.project_of(fp) == "987654321098"
+    tick(rs)
+    other = rs[1].kl.pool
+    assert other.learned.project_of(fp) == "987654321098"
+    learned = other.learned.get(fp, MODEL, rs[1].kl.clock.time())
+    assert learned is not None and learned.per_day == 3
+    assert other.model_state(other.keys[0], MODEL)[0] == "exhausted"  # parked for the day there too
+
+
+def test_a_redis_with_a_password_and_a_wrong_one(tmp_path, start_keyloom, fake):
+    redis_server.require()
+    server = RedisServer(tmp_path / "locked", password="redis-pass-8f3a").start()
+    try:
+        kl = start_keyloom(REDIS_URL=server.url)
+        assert chat(kl.url) == 200
+        wrong = KeyloomProcess(env={"GEMINI_API_KEYS": KEYS[0], "GEMINI_BASE_URL": fake.base_url,
+                                    "PASSWORD": PASSWORD, "ADMIN_PASSWORD": "admin-password-1",
+                                    "REDIS_URL": server.url.replace("redis-pass-8f3a", "not-the-pass-77"),
+                                    "REDIS_START_TIMEOUT": "600"}, data_dir=tmp_path / "wrong")
+        assert wrong.proc.wait(60) == 2  # at once: waiting does not mend a wrong password
+        out = wrong.output()
+        assert "refused Keyloom" in out and "not-the-pass-77" not in out and "Traceback" not in out
+    finally:
+        server.kill()
+
+
 def test_the_dashboard_of_any_replica_shows_every_replicas_requests(redis, start_keyloom, fake):
     rs = replicas(start_keyloom, redis, ADMIN_PASSWORD="admin-password-1")
     for r in rs:
@@ -240,14 +296,18 @@ def test_kill_9_of_one_replica_loses_at_most_its_last_tick(fake, redis, tmp_path
                 p.stop(signal.SIGKILL)
 
 
-def test_redis_restarted_and_away_under_traffic_no_request_fails_and_counts_add_up(fake, redis, tmp_path):
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+def test_redis_restarted_and_away_under_traffic_no_request_fails_and_counts_add_up(fake, redis, tmp_path, how):
+    """Redis goes away (stopped, or kill -9: with appendfsync always it has everything it acknowledged) while two
+    replicas serve; it stays away until each replica has served more, then comes back on the same port and
+    data. No request fails, and afterwards Redis counts each request Google received exactly once."""
     env = proc_env(fake, redis)
     rs = [KeyloomProcess(env={**env, "REPLICA_NAME": f"r{i}"}, data_dir=tmp_path / f"r{i}").wait_ready()
           for i in range(2)]
     try:
         load = Load([r.url for r in rs])
         wait_until(lambda: usage_in_redis(redis) >= 20, "traffic counted in Redis")
-        redis.stop()  # gracefully: the append-only file has everything it acknowledged
+        redis.stop() if how == "stopped" else redis.kill()
         for r in rs:
             wait_until(lambda r=r: "cannot be reached" in r.output(), "each replica to notice Redis is away")
         while_down = len(load.statuses)

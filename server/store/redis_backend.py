@@ -23,8 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 import ujson
+from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ApiError
@@ -33,6 +33,10 @@ log = logging.getLogger("keyloom.redis")
 
 DOWN_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError,
                                                 asyncio.TimeoutError)
+# Redis answered, and said no (a wrong password, a user without the rights, a database number out of range):
+# redis-py makes some of these ConnectionErrors, but waiting will not mend them
+REFUSALS: tuple[type[BaseException], ...] = (AuthenticationError, AuthorizationError, NoPermissionError,
+                                             ResponseError)
 RETRY_EVERY = 0.5  # seconds between attempts to reach Redis again while it is down
 
 Handler = Callable[[Any], Awaitable[None] | None]
@@ -109,7 +113,7 @@ class RedisBackend:
                 await asyncio.wait_for(self.client.ping(), timeout=max(0.5, min(3.0, end - loop.time())))
                 break
             except RedisError as e:
-                if not isinstance(e, DOWN_ERRORS):  # auth or protocol: waiting will not help
+                if isinstance(e, REFUSALS) or not isinstance(e, DOWN_ERRORS):  # waiting will not help
                     raise RuntimeError(f"Redis at {safe_url(self.url)} refused Keyloom: {_reason(e)}. Check "
                                        "REDIS_URL (password, database number).") from None
                 last = e
