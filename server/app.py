@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import tornado.web
+from redis.exceptions import RedisError
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
@@ -74,7 +75,7 @@ from .store.errors import StoreDown
 from .store.flush import Flusher
 from .store.history import History
 from .store.lock import DataDirLock
-from .store.redis_backend import RedisBackend, url_secrets
+from .store.redis_backend import DOWN_ERRORS, RedisBackend, StoreUnavailable, url_secrets
 from .store.redis_counters import RedisCounters
 from .store.requestlog import RequestLog
 from .store.stores import Needs, Stores, redis_stores, sqlite_stores
@@ -85,6 +86,8 @@ from .upstream.gemini import GeminiClient
 from .upstream.http import HttpClient
 
 log = logging.getLogger("keyloom")
+# what reading the shared state at start can raise after Redis answered its first PING (rights, room, a drop)
+REDIS_START_FAILURES: tuple[type[BaseException], ...] = (RedisError, StoreDown, StoreUnavailable, *DOWN_ERRORS)
 access_log = logging.getLogger("keyloom.access")
 _SLASHES = re.compile(r"/{2,}")
 MAX_HEADER_BYTES = 16 * 1024  # a request head larger than this is refused (Tornado's default is 64 KiB)
@@ -216,7 +219,7 @@ class Keyloom:
         # REDIS_URL: every process with that URL shares one pool (server/store/redis_backend.py); else SQLite
         self.redis: RedisBackend | None = None
         if settings.REDIS_URL:
-            self.redactor.add(url_secrets(settings.REDIS_URL))
+            self.redactor.add([*url_secrets(settings.REDIS_URL), settings.KEY_ENCRYPTION_SECRET])
             self.redis = RedisBackend(settings.REDIS_URL, settings.REDIS_PREFIX, settings.REPLICA_NAME, worker)
         needs = Needs(settings, get_settings, self.clock, data_dir, lambda: self.password, lambda: self.admin_password,
                       self.apply_settings)
@@ -387,9 +390,13 @@ class Keyloom:
             raise StartupError(f"cannot write DATA_DIR {self.data_dir}: {e.strerror or e}. Make it writable, or set "
                                "DATA_DIR to a writable directory.") from None
         sockets: list[socket.socket] = []
+        where = (s.PORT if port is None else port, host if host is not None else s.HOST)
+        # WORKERS: each process binds the port itself (SO_REUSEPORT), and only once it can serve: a worker bound
+        # while it still waits for Redis would take its share of new connections and leave them hanging
+        reuse_port = s.WORKERS > 1
         try:
-            sockets = self._bind(s.PORT if port is None else port, host if host is not None else s.HOST,
-                                 reuse_port=s.WORKERS > 1)  # WORKERS: each process binds the port itself
+            if not reuse_port:
+                sockets = self._bind(*where)
             if self.redis is not None:
                 try:
                     await self.redis.open(s.REDIS_START_TIMEOUT)
@@ -406,6 +413,12 @@ class Keyloom:
                 await self.client_keys.load()
             except sqlite3.Error as e:
                 raise DatabaseUnusable(explain(e, self.db.path)) from None
+            except REDIS_START_FAILURES as e:
+                if self.redis is None:
+                    raise
+                raise StartupError(self.redis.explain(e)) from None
+            if reuse_port:
+                sockets = self._bind(*where, reuse_port=True)
         except BaseException:
             for sock in sockets:
                 sock.close()

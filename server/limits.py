@@ -137,10 +137,17 @@ class MinuteShares:
         self._mine: dict[tuple[int, str], int] = {}    # (minute, name) → admitted here
         self._delta: dict[tuple[int, str], int] = {}   # admitted here since the last drain
         self._totals: dict[tuple[int, str], int] = {}  # the cluster's, as last read back
+        self._minute = 0
 
     def count(self, name: str) -> None:
         if self.enabled:
-            k = (int(self.clock.time() // 60), name)
+            minute = int(self.clock.time() // 60)
+            if minute != self._minute:  # counts older than the window say nothing to anyone: drop them, so a long
+                self._minute = minute   # Redis outage does not make them pile up
+                for table in (self._mine, self._delta):
+                    for k in [k for k in table if k[0] < minute - 1]:
+                        del table[k]
+            k = (minute, name)
             self._mine[k] = self._mine.get(k, 0) + 1
             self._delta[k] = self._delta.get(k, 0) + 1
 

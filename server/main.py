@@ -25,6 +25,7 @@ from .redact import RedactingFilter, Redactor, mask
 from .settings import Settings, SettingsError, resolve_data_dir
 from .store.db import DatabaseUnusable, SchemaTooNew
 from .store.lock import DataDirBusy, DataDirLock
+from .store.redis_backend import url_problem
 from .workers import HeldByParent, Supervisor, requires_redis, tag_log, try_port
 
 log = logging.getLogger("keyloom")
@@ -145,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env(env)
         providers = load_providers(settings)
         parse_client_keys(settings.CLIENT_KEYS)  # a key the owner meant to give must not silently not work
+        redis_problem = url_problem(settings.REDIS_URL) if settings.REDIS_URL else None
+        if redis_problem:
+            raise SettingsError([f"REDIS_URL=(hidden): {redis_problem}"])
     except SettingsError as e:
         sys.stderr.write("Keyloom cannot start: invalid settings\n")
         for p in e.problems:

@@ -139,7 +139,8 @@ class ResponseStore(abc.ABC):
         try:
             await self._store(rid, doc, ctx, size, cap, days)
         except ApiError as e:  # the store is unreachable (Redis down): said once by the store, not per answer
-            log.warning("could not store response %s: %s", rid, e.message)
+            if e.code != "store_unavailable":
+                log.warning("could not store response %s: %s", rid, e.message)
         except Exception:
             log.exception("could not store response %s", rid)
         finally:

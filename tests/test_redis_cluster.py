@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from server.clock import ManualClock
+from server.store.errors import StoreDown
 from server.upstream.http import HttpError
 from tests.conftest import KEYS, PASSWORD
 from tests.fake_gemini import Reply, quota_body
@@ -341,3 +342,115 @@ def test_a_replica_does_not_start_without_redis_and_says_why(fake, tmp_path):
     out = p.output()
     assert "cannot be reached" in out and "REDIS_START_TIMEOUT" in out and "Traceback" not in out
     assert "s3cret-redis-pw" not in out  # the URL is shown without its password
+
+
+# -- what a review found -------------------------------------------------------------------------------------
+
+ADMIN = {"Authorization": "Bearer admin-password-1"}
+
+
+def test_a_disable_on_one_replica_is_not_undone_by_another_replicas_note_of_an_error(redis, start_keyloom, fake):
+    """B notes an error on a key (its health changes) while A's owner disables it: B's write of the key's health
+    must not carry B's stale "not disabled" over A's disabling, in Redis or in either replica."""
+    rs = replicas(start_keyloom, redis, n=2, ADMIN_PASSWORD="admin-password-1")
+    a, b = rs
+    key_b = b.kl.pool.keys[0]
+
+    async def note() -> None:
+        b.kl.pool.note_error(key_b, "429 per-minute quota")
+    b.loop.run(note())
+    with a.http() as h:
+        r = h.post(f"/api/keys/{key_b.fp}/disable", headers={**ADMIN, "Content-Type": "application/json"},
+                   json={"note": "leaked, keep out"})
+    assert r.status_code == 200, r.text
+    tick([a, b])  # A writes its disabling, then B its health; then each reads
+    tick([a, b])
+    for r in rs:
+        key = r.kl.pool.get(key_b.fp)
+        assert key.disabled_reason is not None and "keep out" in key.disabled_reason, r.kl.settings.REPLICA_NAME
+    assert b.kl.pool.get(key_b.fp).last_error == "429 per-minute quota"  # B's own note stands too
+
+
+def test_two_replicas_parking_a_key_for_different_reasons_both_stand(redis, start_keyloom, fake):
+    rs = replicas(start_keyloom, redis, n=2)
+    a, b = rs
+    fp = a.kl.pool.keys[0].fp
+
+    async def park_a() -> None:
+        a.kl.pool.exhaust(a.kl.pool.get(fp), MODEL, "daily quota")
+
+    async def cool_b() -> None:
+        b.kl.pool.cool_down(b.kl.pool.get(fp), MODEL, 3600, "per-minute quota")
+    a.loop.run(park_a())
+    b.loop.run(cool_b())
+    tick(rs)
+    for r in rs:
+        ms = r.kl.pool.get(fp).models[MODEL]
+        assert ms.exhausted_day == r.kl.pool.day and ms.cooldown_until > r.kl.clock.time()
+
+
+def test_dashboard_reads_answer_503_while_redis_is_away_and_requests_are_still_served(redis, start_keyloom, fake):
+    rs = replicas(start_keyloom, redis, n=1, ADMIN_PASSWORD="admin-password-1")
+    r = rs[0]
+    redis.kill()
+    assert chat(r.url) == 200
+    with r.http() as h:
+        for path in ("/api/status", "/api/charts", "/api/requests"):
+            got = h.get(path, headers=ADMIN)
+            assert got.status_code == 503 and got.json()["error"]["code"] == "store_unavailable", (path, got.text)
+    assert chat(r.url) == 200
+
+
+def test_a_refresh_while_a_batch_waits_keeps_its_counts(redis, start_keyloom, fake):
+    """Redis went away during a tick (the batch waits in memory); it is back and another replica's notice asks for
+    a read before the next tick: the waiting batch is written first, its counts never dropped."""
+    rs = replicas(start_keyloom, redis, n=1)
+    r = rs[0]
+    fp = r.kl.pool.keys[0].fp
+    for _ in range(5):
+        assert chat(r.url) == 200
+    tick(rs)
+    held = {k.fp: r.kl.pool.usage.requests(k.fp, MODEL) for k in r.kl.pool.keys}
+    redis.kill()
+    for _ in range(3):
+        assert chat(r.url) == 200
+    with pytest.raises(StoreDown):
+        r.loop.run(r.kl.flusher.flush())
+    assert r.kl.flusher._unsent is not None
+    counted = sum(r.kl.pool.usage.requests(k.fp, MODEL) for k in r.kl.pool.keys)
+    assert counted == sum(held.values()) + 3
+    redis.start()
+    r.loop.run(r.kl.flusher.refresh())
+    assert sum(r.kl.pool.usage.requests(k.fp, MODEL) for k in r.kl.pool.keys) == counted
+    assert usage_in_redis(redis) == counted and fp in held
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://:Sec/retPW99@127.0.0.1:{port}/0", None),  # a '/' the owner forgot to percent-encode
+    ("redis://127.0.0.1:{port}/0?password=QuerySecret77", "QuerySecret77"),
+])
+def test_a_redis_url_is_never_printed_with_its_password(fake, tmp_path, url, shown):
+    port = redis_server.free_port()
+    p = KeyloomProcess(env={"GEMINI_API_KEYS": KEYS[0], "GEMINI_BASE_URL": fake.base_url, "PASSWORD": PASSWORD,
+                            "ADMIN_PASSWORD": "admin-password-1", "REDIS_URL": url.format(port=port),
+                            "REDIS_START_TIMEOUT": "0"}, data_dir=tmp_path)
+    assert p.proc.wait(60) == 2
+    out = p.output()
+    assert "Traceback" not in out and "REDIS_URL" in out
+    for secret in ("Sec/retPW99", "Sec", "retPW99", shown or "Sec/retPW99"):
+        assert secret not in out, out
+
+
+def test_a_redis_user_that_may_only_ping_stops_start_up_with_one_line(redis, fake, tmp_path):
+    admin = redis.sync_client()
+    try:
+        admin.execute_command("ACL", "SETUSER", "limited", "on", ">limited-pass-1", "+ping", "~*")
+    finally:
+        admin.close()
+    p = KeyloomProcess(env={"GEMINI_API_KEYS": KEYS[0], "GEMINI_BASE_URL": fake.base_url, "PASSWORD": PASSWORD,
+                            "ADMIN_PASSWORD": "admin-password-1",
+                            "REDIS_URL": f"redis://limited:limited-pass-1@127.0.0.1:{redis.port}/0"}, data_dir=tmp_path)
+    assert p.proc.wait(60) == 2
+    out = p.output()
+    assert "failed while Keyloom read its state" in out and "Traceback" not in out
+    assert "limited-pass-1" not in out

@@ -18,6 +18,8 @@ from ..pool.keys import Key
 from ..providers.vertex import HANDLE
 from ..redact import fingerprint, mask
 from ..settings import Settings
+from ..store.errors import StoreDown
+from ..store.redis_backend import StoreUnavailable
 from .keystore import KeyStore, SqliteKeyStore
 from .keytest import KeyTests, TestJob
 from .overrides import LiveSettings, SettingsOverrides
@@ -116,6 +118,8 @@ class AdminService:
             await self.kl.flusher.flush()
         except sqlite3.Error as e:
             log.warning("could not write counters before a dashboard read: %s", e)
+        except StoreDown:
+            raise StoreUnavailable("reading the cluster's figures") from None
 
     async def status(self) -> dict[str, Any]:
         await self._fresh()

@@ -19,6 +19,8 @@ from ..limits import client_key
 from ..metrics import observe_request
 from ..redact import snippet
 from ..request_context import ClientGone, RequestContext
+from ..store.errors import StoreDown
+from ..store.redis_backend import StoreUnavailable
 from ..store.requestlog import RequestRow
 from ..translate.sse import json_bytes
 
@@ -167,6 +169,9 @@ class BaseHandler(tornado.web.RequestHandler):
         if isinstance(exc, sqlite3.Error):
             self.write_api_error(storage_error(exc, self.kl.data_dir))
             return
+        if isinstance(exc, StoreDown):  # Redis is away (it said so once); requests are still served
+            self.write_api_error(StoreUnavailable("this"))
+            return
         self.write_api_error(ApiError(500, "Keyloom hit an internal error while handling this request.",
                                       type="server_error", code="internal_error"))
 
@@ -178,6 +183,8 @@ class BaseHandler(tornado.web.RequestHandler):
         if isinstance(value, sqlite3.Error):
             log.error("the database refused a write on %s %s: %s", self.request.method, self.request.path, value)
             return
+        if isinstance(value, StoreDown):
+            return  # the Redis backend said once that Redis is away
         log.error("unhandled error on %s %s", self.request.method, self.request.path, exc_info=(typ, value, tb))
 
     def _handle_request_exception(self, e: BaseException) -> None:

@@ -124,6 +124,7 @@ class KeyPool:
             self.usage.day = self.day
         self._rot: dict[tuple[str, str], _Rotation] = {}  # (provider, model) → rotation
         self._dirty_keys: set[str] = set()
+        self._dirty_disabled: set[str] = set()  # keys this process disabled or enabled since the last drain
         self._dirty_models: set[tuple[str, str]] = set()
         self.learned = LearnedLimits()   # limits and projects Google named (pool/learned.py)
         self.recent = RecentCalls()      # last calls per key × model: pacing and learned per-minute limits
@@ -339,6 +340,7 @@ class KeyPool:
         key.disabled_reason = reason
         key.disabled_at = self.clock.time()
         self._dirty_keys.add(key.fp)
+        self._dirty_disabled.add(key.fp)
         for rot in self._rot.values():
             rot.remove(key.fp)
         self._changed()
@@ -351,6 +353,7 @@ class KeyPool:
         key.backoff_failures = 0
         key.backoff_until = 0.0
         self._dirty_keys.add(key.fp)
+        self._dirty_disabled.add(key.fp)
         self._rot.clear()
         self._changed()
 
@@ -491,15 +494,35 @@ class KeyPool:
             self.on_change()
 
     def apply_states(self, key_states: dict[str, tuple], model_states: dict[tuple[str, str], tuple]) -> None:
-        """States another process wrote (a shared store read them back): they replace ours, except where this
-        process changed a state it has not written yet (its write comes later, and wins)."""
-        clean_keys = {fp: row for fp, row in key_states.items() if fp not in self._dirty_keys}
-        clean_models = {k: row for k, row in model_states.items() if k not in self._dirty_models}
+        """States another process wrote (a shared store read them back): they replace ours, field by field, except
+        where this process changed one it has not written yet (its write comes later, and wins): whether a key is
+        disabled is taken unless this process disabled or enabled it; its health (back-off, last error) unless
+        this process changed that."""
+        for fp, (reason, at, backoff_until, backoff_failures, last_error, last_error_at) in key_states.items():
+            key = self._by_fp.get(fp)
+            if key is None:
+                continue
+            if fp not in self._dirty_disabled:
+                key.disabled_reason, key.disabled_at = reason, at
+            if fp not in self._dirty_keys:
+                key.backoff_until, key.backoff_failures = backoff_until or 0.0, backoff_failures or 0
+                key.last_error, key.last_error_at = last_error, last_error_at
         for key in self.keys:  # a state gone from the store (pruned, reset elsewhere) is gone here too
             for model in [m for m in key.models if (key.fp, m) not in model_states
                           and (key.fp, m) not in self._dirty_models]:
                 del key.models[model]
-        self.load(clean_keys, clean_models)
+        for (fp, model), (cooldown_until, exhausted_day, reason) in model_states.items():
+            key = self._by_fp.get(fp)
+            if key is not None and (fp, model) not in self._dirty_models:
+                key.models[model] = ModelState(cooldown_until or 0.0, exhausted_day, reason)
+        self._rot.clear()
+
+    def drain_disabled(self) -> list[str]:
+        """The keys this process disabled or enabled since the last drain (a shared store writes whether a key is
+        disabled only for these, so one process's note of an error never undoes another's disabling)."""
+        out = list(self._dirty_disabled)
+        self._dirty_disabled.clear()
+        return out
 
     def drain_states(self) -> tuple[list[tuple], list[tuple]]:
         """Rows for key_state and key_model_state that changed since the last drain."""

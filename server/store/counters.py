@@ -35,6 +35,7 @@ class Batch:
     id: str
     usage: list[UsageDelta] = field(default_factory=list)
     key_states: list[tuple[Any, ...]] = field(default_factory=list)    # (fp, reason, at, backoff…, last_error…)
+    disabled: list[str] = field(default_factory=list)  # keys whose disabled/enabled state this process changed
     model_states: list[tuple[Any, ...]] = field(default_factory=list)  # (fp, model, cooldown, exhausted_day, why)
     learned: list[tuple[Any, ...]] = field(default_factory=list)       # (fp, model, per_day, per_min, tpm, at)
     projects: list[tuple[Any, ...]] = field(default_factory=list)      # (fp, project)

@@ -105,7 +105,8 @@ class Flusher:
         keys, models = self.pool.drain_states()
         learned, projects = self.pool.learned.drain()
         requests = self.requests.drain()
-        return Batch(next(self._ids), usage=self.usage.drain(), key_states=keys, model_states=models,
+        return Batch(next(self._ids), usage=self.usage.drain(), key_states=keys,
+                     disabled=self.pool.drain_disabled(), model_states=models,
                      learned=learned, projects=projects, clients=self.limits.drain(),
                      client_keys=self.client_keys.drain() if self.client_keys is not None else [],
                      requests=requests, daily=self._daily(requests),
@@ -143,6 +144,9 @@ class Flusher:
 
     async def refresh(self) -> None:
         async with self._lock:
+            if self._unsent is not None:  # its counts and states are in memory, not yet in the store's totals:
+                await self._write(self._unsent)  # settling before it is written would drop them until it is
+                return
             totals = await self.store.read(self.pool.day, self.limits.known(), self.limits.minutes.minutes())
             if totals is not None:
                 self._settle(totals)

@@ -134,7 +134,8 @@ async def to_redis(db: Database, backend: RedisBackend, settings: Settings) -> d
         await w.tick()
     for fp, *rest in await rows("key_state", "SELECT key_fp, disabled_reason, disabled_at, backoff_until, "
                                 "backoff_failures, last_error, last_error_at FROM key_state"):
-        p.hset(k("keystate"), fp, _json(rest))
+        p.hset(k("keystate"), fp, _json(rest[2:]))      # health: back-off, last error (redis_counters.py)
+        p.hset(k("keydisabled"), fp, _json(rest[:2]))   # whether it is disabled, and since when
         await w.tick()
     for fp, model, *rest in await rows("key_model_state", "SELECT key_fp, model, cooldown_until, exhausted_day, "
                                        "reason FROM key_model_state"):
@@ -332,7 +333,7 @@ async def from_redis(backend: RedisBackend, db: Database, settings: Settings) ->
         [(*f.split("\t", 1), int(n)) for f, n in (await _hash(backend, k("daily"))).items()])
     put("key_state", ("key_fp", "disabled_reason", "disabled_at", "backoff_until", "backoff_failures", "last_error",
                       "last_error_at"),
-        [(fp, *ujson.loads(v)) for fp, v in (await _hash(backend, k("keystate"))).items()])
+        key_state_rows(await _hash(backend, k("keystate")), await _hash(backend, k("keydisabled"))))
     put("key_model_state", ("key_fp", "model", "cooldown_until", "exhausted_day", "reason"),
         [(*f.split("\t", 1), *ujson.loads(v)) for f, v in (await _hash(backend, k("modelstate"))).items()])
     put("key_learned_limit", ("key_fp", "model", "per_day", "per_minute", "tokens_per_minute", "learned_at"),
@@ -520,3 +521,12 @@ def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -
 if __name__ == "__main__":
     sys.exit(main())
 
+
+def key_state_rows(health: dict[str, str], disabled: dict[str, str]) -> list[tuple[Any, ...]]:
+    """key_state rows from Redis' two hashes (a key's health, and whether it is disabled)."""
+    rows = []
+    for fp in sorted({*health, *disabled}):
+        h = ujson.loads(health[fp]) if fp in health else [None, 0, None, None]
+        d = ujson.loads(disabled[fp]) if fp in disabled else [None, None]
+        rows.append((fp, *d[:2], *h[:4]))
+    return rows

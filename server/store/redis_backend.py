@@ -19,7 +19,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 import ujson
@@ -37,6 +37,9 @@ DOWN_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeo
 # redis-py makes some of these ConnectionErrors, but waiting will not mend them
 REFUSALS: tuple[type[BaseException], ...] = (AuthenticationError, AuthorizationError, NoPermissionError,
                                              ResponseError)
+# While serving, anything Redis answers with an error (out of memory under `noeviction`, READONLY on a replica,
+# MISCONF when it cannot persist) is treated like Redis being away: said once, kept in memory, retried.
+RUNTIME_ERRORS: tuple[type[BaseException], ...] = (*DOWN_ERRORS, RedisError)
 RETRY_EVERY = 0.5  # seconds between attempts to reach Redis again while it is down
 
 Handler = Callable[[Any], Awaitable[None] | None]
@@ -52,30 +55,58 @@ class StoreUnavailable(ApiError):
 
 
 def safe_url(url: str) -> str:
-    """The URL with its password replaced by *** (for log lines and errors)."""
+    """The URL without its secrets, for log lines and errors: the password as ***, the query string (where
+    redis-py also takes `password=`) left out."""
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
-        return "(unparsable REDIS_URL)"
-    if parts.password is None:
-        return url
+        return "(REDIS_URL, unreadable)"
     host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    auth = f"{parts.username or ''}:***@" if parts.password is not None else \
+        (f"{parts.username}@" if parts.username else "")
+    netloc = auth + host + (f":{port}" if port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
 
 
 def url_secrets(url: str) -> list[str]:
-    """What in REDIS_URL must never be printed (its password), for the redactor."""
+    """What in REDIS_URL must never be printed, in the forms it may travel in, for the redactor: the password
+    as written and percent-decoded, and any `password=` in the query string."""
     try:
-        password = urlsplit(url).password
+        parts = urlsplit(url)
     except ValueError:
-        return []
-    return [password] if password else []
+        return [url]
+    found = [v for k, vs in parse_qs(parts.query).items() if k.lower() == "password" for v in vs]
+    if parts.password:
+        found += [parts.password, unquote(parts.password)]
+    return [f for f in found if f]
+
+
+def url_problem(url: str) -> str | None:
+    """Why REDIS_URL cannot be used (never quoting it), or None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return ("is not a URL Keyloom can read: a '/', '@' or ':' in the password must be percent-encoded "
+                "(%2F, %40, %3A)")
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return "must start with redis://, rediss:// (TLS) or unix://"
+    if parts.scheme != "unix" and not parts.hostname:
+        return "names no host (redis://[:password@]host:6379/0)"
+    db = parts.path.strip("/")
+    if parts.scheme != "unix" and db and not db.isdigit():
+        return "the database after the host must be a number (…:6379/0)"
+    return None
 
 
 def replica_name(configured: str) -> str:
     """REPLICA_NAME, else the host name (a container's id on Docker, the Space's pod name on HuggingFace)."""
     return configured or socket.gethostname() or "replica"
+
+
+# what a store's reload after Redis came back can raise when Redis is away again or refuses (said once)
+RELOAD_FAILURES: tuple[type[BaseException], ...] = (*RUNTIME_ERRORS, StoreUnavailable)
 
 
 class RedisBackend:
@@ -145,6 +176,18 @@ class RedisBackend:
                         "counts are kept and written when it is back", safe_url(self.url), _reason(e))
         self.up = False
 
+    def fine(self) -> None:
+        """An operation on Redis just worked: if Redis had been away (or refusing), it is back."""
+        if not self.up and not self._closing and self._listener is not None:  # opened to serve (not a tool)
+            task = asyncio.ensure_future(self._came_back())
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    def explain(self, e: BaseException) -> str:
+        """One start-up line for a failure of Redis after it answered the first PING (rights, data)."""
+        return (f"Redis at {safe_url(self.url)} failed while Keyloom read its state ({_reason(e)}). Check that the "
+                "REDIS_URL user may read and write (hashes, streams, scripts, pub/sub) and that Redis has room.")
+
     async def _came_back(self) -> None:
         was_down = not self.up
         self.up = True
@@ -154,7 +197,7 @@ class RedisBackend:
             for fn in list(self._on_return):
                 try:
                     await fn()
-                except DOWN_ERRORS as e:
+                except RELOAD_FAILURES as e:  # away again, or refusing: said once
                     self.went_down(e)
                     return
                 except Exception:
@@ -167,10 +210,12 @@ class RedisBackend:
     async def call(self, what: str, fn: Callable[[], Awaitable[Any]]) -> Any:
         """An admin-path operation on Redis: its result, or a 503 saying Redis is away (and the replica knows)."""
         try:
-            return await fn()
-        except DOWN_ERRORS as e:
+            result = await fn()
+        except RUNTIME_ERRORS as e:
             self.went_down(e)
             raise StoreUnavailable(what) from None
+        self.fine()
+        return result
 
     # -- change notices between replicas -------------------------------------------------------
 

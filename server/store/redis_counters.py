@@ -9,7 +9,12 @@ Layout (p = REDIS_PREFIX):
 - `p requests` stream, field `row`: JSON list, RequestRow.as_tuple() then the writer's replica name; capped
   at REQUEST_LOG_MAX_ROWS (approximate trim) and pruned past REQUEST_LOG_DAYS.
 - `p audit` stream, field `row`: JSON (ts, client ip, via, action, target, detail); capped, pruned.
-- `p keystate` hash fp → JSON; `p modelstate` hash `"{fp}\\t{model}"` → JSON; `p learned` hash
+- `p keystate` hash fp → JSON [backoff until, back-offs in a row, last error, its time] (a key's health, last
+  writer wins); `p keydisabled` hash fp → JSON [reason or null, since]: written only by the process that
+  disabled or enabled the key, so one process's note of an error never undoes another's disabling;
+  `p modelstate` hash `"{fp}\\t{model}"` → JSON [cooling until, exhausted day, reason], merged in the script
+  (the later cool-down and the later exhausted day win: two processes parking a key for different reasons
+  both stand); an owner's reset deletes the key's entries. `p learned` hash
   `"{fp}\\t{model}"` → JSON; `p project` hash fp → project number; `p statever` integer, raised by every
   write of any of these, so a process reads states back only when someone changed one.
 - `p applied:{writer}` the last batch piece this process run wrote (kept 30 days).
@@ -36,7 +41,7 @@ from ..pool.quota import Usage
 from ..settings import Settings
 from .counters import Batch, Cuts, Snapshot, States, Totals
 from .errors import StoreDown
-from .redis_backend import DOWN_ERRORS, RedisBackend
+from .redis_backend import RUNTIME_ERRORS, RedisBackend
 
 log = logging.getLogger("keyloom.redis")
 
@@ -63,8 +68,35 @@ for _, op in ipairs(cjson.decode(ARGV[3])) do
   elseif kind == 'x' then redis.call('XADD', k, 'MAXLEN', '~', op[4], '*', 'row', op[3])
   elseif kind == 'e' then redis.call('EXPIRE', k, op[3])
   elseif kind == 'n' then redis.call('INCR', k)
+  elseif kind == 'm' then
+    local new = cjson.decode(op[4])
+    local cur = redis.call('HGET', k, op[3])
+    if cur then
+      local old = cjson.decode(cur)
+      if old[1] ~= cjson.null and (new[1] == cjson.null or old[1] > new[1]) then new[1] = old[1] end
+      if old[2] ~= cjson.null and (new[2] == cjson.null or old[2] > new[2]) then
+        new[2] = old[2]
+        new[3] = old[3]
+      end
+    end
+    redis.call('HSET', k, op[3], cjson.encode(new))
   end
 end
+return 1
+"""
+
+
+RESET = """
+local prefix = ARGV[1]
+for i = 1, 2 do
+  local gone = {}
+  for _, field in ipairs(redis.call('HKEYS', KEYS[i])) do
+    if string.sub(field, 1, #prefix) == prefix then gone[#gone + 1] = field end
+  end
+  for j = 1, #gone, 1000 do redis.call('HDEL', KEYS[i], unpack(gone, j, math.min(j + 999, #gone))) end
+end
+redis.call('HDEL', KEYS[3], string.sub(prefix, 1, #prefix - 1))
+redis.call('INCR', KEYS[4])
 return 1
 """
 
@@ -76,6 +108,7 @@ class RedisCounters:
         self.backend = backend
         self.settings = settings
         self._apply = backend.client.register_script(APPLY)
+        self._reset = backend.client.register_script(RESET)
         self._seq = count(1)
         self._state_version: Any = None  # `p statever` as last read (None: never)
         # set by the flusher: another process changed a key state; read the states now, not at the next tick
@@ -128,11 +161,14 @@ class RedisCounters:
         for day, outcome, n in batch.daily:
             ops.append(["i", k(self.key("daily")), f"{day}\t{outcome}", str(n)])
         states = False
+        disabled = set(batch.disabled)
         for row in batch.key_states:
-            ops.append(["h", k(self.key("keystate")), row[0], ujson.dumps(list(row[1:]))])
+            ops.append(["h", k(self.key("keystate")), row[0], ujson.dumps(list(row[3:]))])
+            if row[0] in disabled:
+                ops.append(["h", k(self.key("keydisabled")), row[0], ujson.dumps(list(row[1:3]))])
             states = True
         for row in batch.model_states:
-            ops.append(["h", k(self.key("modelstate")), f"{row[0]}\t{row[1]}", ujson.dumps(list(row[2:]))])
+            ops.append(["m", k(self.key("modelstate")), f"{row[0]}\t{row[1]}", ujson.dumps(list(row[2:]))])
             states = True
         for row in batch.learned:
             ops.append(["h", k(self.key("learned")), f"{row[0]}\t{row[1]}", ujson.dumps(list(row[2:]))])
@@ -179,9 +215,10 @@ class RedisCounters:
             for seq, keys, ops in self._pieces(batch):
                 await self._apply(keys=[mark, *keys], args=[seq, APPLIED_TTL, ops])
             totals = await self._read(day, client_ips, minutes)
-        except DOWN_ERRORS as e:
+        except RUNTIME_ERRORS as e:
             self.backend.went_down(e)
             raise StoreDown() from None
+        self.backend.fine()
         if states_changed:
             self.backend.publish("states")
         return totals
@@ -189,7 +226,7 @@ class RedisCounters:
     async def read(self, day: str, client_ips: Sequence[str] = (), minutes: Sequence[int] = ()) -> Totals:
         try:
             return await self._read(day, client_ips, minutes)
-        except DOWN_ERRORS as e:
+        except RUNTIME_ERRORS as e:
             self.backend.went_down(e)
             raise StoreDown() from None
 
@@ -221,14 +258,14 @@ class RedisCounters:
 
     async def _states(self) -> States:
         pipe = self.backend.client.pipeline(transaction=False)
-        for name in ("keystate", "modelstate", "learned", "project"):
+        for name in ("keystate", "keydisabled", "modelstate", "learned", "project"):
             pipe.hgetall(self.key(name))
-        keys_raw, models_raw, learned_raw, projects_raw = await pipe.execute()
+        health_raw, disabled_raw, models_raw, learned_raw, projects_raw = await pipe.execute()
         states = States()
-        for fp, raw in keys_raw.items():
-            row = _json_row(raw, 6)
-            if row is not None:
-                states.keys[fp.decode()] = tuple(row)
+        for fp in {*health_raw, *disabled_raw}:
+            health = _json_row(health_raw.get(fp), 4) or [None, 0, None, None]
+            disabled = _json_row(disabled_raw.get(fp), 2) or [None, None]
+            states.keys[fp.decode()] = (*disabled[:2], *health[:4])
         for field, raw in models_raw.items():
             fp, _, model = field.decode().partition("\t")
             row = _json_row(raw, 3)
@@ -287,18 +324,16 @@ class RedisCounters:
                     stale.append(field)
             if stale:
                 await r.hdel(self.key("learned"), *stale)
-        except DOWN_ERRORS as e:
+        except RUNTIME_ERRORS as e:
             self.backend.went_down(e)
             raise StoreDown() from None
 
     async def reset_key_day(self, day: str, fp: str) -> None:
-        async def reset() -> None:
-            r = self.backend.client
-            h = self.key("usage", day)
-            fields = [f async for f in r.hscan_iter(h, match=f"{fp}\t*", count=1000, no_values=True)]
-            if fields:
-                await r.hdel(h, *fields)
-        await self.backend.call("resetting the key's counts", reset)
+        """One script, so no tick of another process lands between finding the key's counts and deleting them:
+        its counts of the day, its per-model states and its health go; whether it is disabled stays."""
+        keys = [self.key("usage", day), self.key("modelstate"), self.key("keystate"), self.key("statever")]
+        await self.backend.call("resetting the key's counts", lambda: self._reset(keys=keys, args=[fp + "\t"]))
+        self.backend.publish("states")
 
 
 def parse_usage(raw: dict[bytes, bytes]) -> dict[tuple[str, str], Usage]:
