@@ -1,20 +1,32 @@
 """Keyloom's OpenAPI document, and a bounded schemathesis run against it: no 5xx, no response that breaks it."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import jsonschema
 import pytest
 import schemathesis
-
-# Imported here, not lazily inside a Hypothesis run: pytest rewrites schemathesis' modules (it is a plugin) and
-# CPython 3.11.7's parser can raise "AST constructor recursion depth mismatch" when that happens under the
-# recursion limit Hypothesis sets (seen once in a full run).
-import schemathesis.specs.openapi.coverage._schema  # noqa: F401
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from server.openapi import document
 from tests.conftest import PASSWORD
+
+
+def _import_schemathesis_now() -> None:
+    """Import every module of schemathesis here, at collection, not lazily in the middle of a test: pytest rewrites
+    them (schemathesis is a pytest plugin), and CPython 3.11.7's parser raised "AST constructor recursion depth
+    mismatch" rewriting one mid-run, after other tests of the same worker had run (seen twice in full runs)."""
+    for info in pkgutil.walk_packages(schemathesis.__path__, "schemathesis."):
+        try:
+            importlib.import_module(info.name)
+        except ImportError:  # optional integrations whose framework is not installed
+            pass
+
+
+_import_schemathesis_now()
 
 
 def test_the_document_is_valid_openapi_3_1_and_served(keyloom):

@@ -25,6 +25,7 @@ from tests.support import redis_server
 from tests.support.proc import KeyloomProcess
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
+from tests.test_workers import children
 
 HELLO = [{"role": "user", "content": "hello"}]
 MODEL = "gemini-2.0-flash"
@@ -454,3 +455,25 @@ def test_a_redis_user_that_may_only_ping_stops_start_up_with_one_line(redis, fak
     out = p.output()
     assert "failed while Keyloom read its state" in out and "Traceback" not in out
     assert "limited-pass-1" not in out
+
+
+def test_a_worker_replaced_while_redis_is_away_takes_no_connection_before_it_can_serve(fake, redis, tmp_path):
+    """WORKERS=2, Redis goes away, one worker is killed: its replacement waits for Redis before it binds the port,
+    so every new connection meanwhile goes to the worker that serves (none hangs on one that cannot)."""
+    p = KeyloomProcess(env={**proc_env(fake, redis), "WORKERS": "2", "REDIS_START_TIMEOUT": "60"},
+                       data_dir=tmp_path).wait_ready()
+    try:
+        wait_until(lambda: "2 workers serving" in p.output(), "both workers serving")
+        workers = wait_until(lambda: (c := children(p.proc.pid)) and len(c) == 2 and c, "two workers")
+        redis.kill()
+        with httpx.Client(timeout=20) as h:
+            wait_until(lambda: chat(p.url, h) == 200 and "cannot be reached" in p.output(), "Redis noticed away")
+        os.kill(min(workers), signal.SIGKILL)
+        wait_until(lambda: "starting a new one" in p.output(), "the parent to start a replacement")
+        statuses = []
+        for _ in range(60):  # fresh connections: the kernel spreads them over every socket bound to the port
+            with httpx.Client(timeout=10) as h:
+                statuses.append(h.get(p.url + "/health").status_code)
+        assert statuses == [200] * 60
+    finally:
+        p.stop(signal.SIGTERM, timeout=90)

@@ -142,6 +142,8 @@ def test_two_workers_answer_on_one_port_and_sigterm_stops_them_all(tmp_path, red
 def test_a_worker_killed_with_sigkill_is_replaced(tmp_path, redis):
     p = start_workers(tmp_path, redis.url)
     try:
+        # both serving, not only started: a worker that dies before it serves ends the start (another path)
+        wait_until(lambda: "2 workers serving" in p.output(), "both workers serving")
         before = wait_until(lambda: (c := children(p.proc.pid)) and len(c) == 2 and c, "two workers")
         victim = min(before)
         os.kill(victim, signal.SIGKILL)
@@ -151,7 +153,7 @@ def test_a_worker_killed_with_sigkill_is_replaced(tmp_path, redis):
         workers_seen(p.url, {0, 1})      # and the new one serves under the killed one's number
         assert "exited (signal SIGKILL); starting a new one" in p.output()
     finally:
-        assert p.stop(signal.SIGTERM, timeout=60) == 0
+        assert p.stop(signal.SIGTERM, timeout=60) == 0, p.output()
 
 
 # -- which process answered (one process, in-process, SQLite) ----------------------------------------------

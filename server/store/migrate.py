@@ -148,16 +148,19 @@ async def to_redis(db: Database, backend: RedisBackend, settings: Settings) -> d
     for fp, project in await rows("key_project", "SELECT key_fp, project FROM key_project"):
         p.hset(k("project"), fp, project)
         await w.tick()
+    # stream entry ids from the rows' own times, so pruning by age (XTRIM MINID) treats copied rows as it treats
+    # rows written live
+    request_ids, audit_ids = StreamIds(), StreamIds()
     # the request log: its newest REQUEST_LOG_MAX_ROWS rows, oldest first (the stream's order), each followed by
     # the replica name (REPLICA_NAME, else the host name) as the flush tick writes it
     for row in reversed(await rows(
             "request_log", "SELECT ts, model, key_fp, attempts, status, latency_ms, prompt_tokens, completion_tokens, "
             "client_ip, stream, error, client FROM request_log ORDER BY id DESC LIMIT ?",
             (settings.REQUEST_LOG_MAX_ROWS,))):
-        p.xadd(k("requests"), {"row": _json([*row, backend.replica])})
+        p.xadd(k("requests"), {"row": _json([*row, backend.replica])}, id=request_ids.at(row[0]))
         await w.tick()
     for row in await rows("audit", "SELECT ts, client_ip, via, action, target, detail FROM audit ORDER BY id"):
-        p.xadd(k("audit"), {"row": _json(list(row))})
+        p.xadd(k("audit"), {"row": _json(list(row))}, id=audit_ids.at(row[0]))
         await w.tick()
     await _sessions_to(db, w, backend, counts)
     for name, *rest in await rows("setting_override", "SELECT name, value, env_value, env_source, changed_at "
@@ -530,3 +533,17 @@ def key_state_rows(health: dict[str, str], disabled: dict[str, str]) -> list[tup
         d = ujson.loads(disabled[fp]) if fp in disabled else [None, None]
         rows.append((fp, *d[:2], *h[:4]))
     return rows
+
+
+class StreamIds:
+    """Increasing stream entry ids ("ms-seq") from epoch times that may repeat or step back."""
+
+    def __init__(self) -> None:
+        self.ms = 0
+        self.seq = 0  # so that a first time of 0 still gets an id above 0-0
+
+    def at(self, ts: Any) -> str:
+        ms = max(self.ms, int(float(ts or 0) * 1000))
+        self.seq = self.seq + 1 if ms == self.ms else 0
+        self.ms = ms
+        return f"{ms}-{self.seq}"
