@@ -477,3 +477,26 @@ def test_a_worker_replaced_while_redis_is_away_takes_no_connection_before_it_can
         assert statuses == [200] * 60
     finally:
         p.stop(signal.SIGTERM, timeout=90)
+
+
+def test_an_idle_replica_reads_the_cluster_only_every_tenth_tick(redis, start_keyloom, fake):
+    """Hosted Redis plans count commands: a replica that counted nothing since its last tick lets nine ticks in
+    ten pass without a read; one request, and the next tick reads again."""
+    r = replicas(start_keyloom, redis, n=1)[0]
+    client = redis.sync_client()
+
+    def scripts() -> int:
+        return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+    try:
+        r.loop.run(r.kl.flusher.flush())  # a read asked for (not the timer's): idle from here on
+        before = scripts()
+        for _ in range(9):
+            r.loop.run(r.kl.flusher.flush(timer=True))
+        assert scripts() == before
+        r.loop.run(r.kl.flusher.flush(timer=True))  # the tenth idle tick reads
+        assert scripts() == before + 1
+        assert chat(r.url) == 200
+        r.loop.run(r.kl.flusher.flush(timer=True))  # something to write: written and read at once
+        assert scripts() >= before + 3
+    finally:
+        client.close()

@@ -101,6 +101,25 @@ return 1
 """
 
 
+# KEYS: statever, usage:{day}, ckusage:{day}, the minutes' hashes, clients:{day}. ARGV[1]: how many minutes; the
+# rest: the addresses whose daily counts to read (HMGET in slices: Lua's unpack has a stack limit).
+TOTALS = """
+local nm = tonumber(ARGV[1])
+local out = {redis.call('GET', KEYS[1]) or '', redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+for i = 1, nm do out[#out + 1] = redis.call('HGETALL', KEYS[3 + i]) end
+if #ARGV > 1 then
+  local counts = {}
+  for j = 2, #ARGV, 1000 do
+    for _, n in ipairs(redis.call('HMGET', KEYS[4 + nm], unpack(ARGV, j, math.min(j + 999, #ARGV)))) do
+      counts[#counts + 1] = n or ''
+    end
+  end
+  out[#out + 1] = counts
+end
+return out
+"""
+
+
 class RedisCounters:
     shared = True
 
@@ -109,6 +128,7 @@ class RedisCounters:
         self.settings = settings
         self._apply = backend.client.register_script(APPLY)
         self._reset = backend.client.register_script(RESET)
+        self._totals = backend.client.register_script(TOTALS)
         self._seq = count(1)
         self._state_version: Any = None  # `p statever` as last read (None: never)
         # set by the flusher: another process changed a key state; read the states now, not at the next tick
@@ -233,24 +253,18 @@ class RedisCounters:
     # -- reading -------------------------------------------------------------------------------
 
     async def _read(self, day: str, client_ips: Sequence[str], minutes: Sequence[int] = ()) -> Totals:
-        r = self.backend.client
-        pipe = r.pipeline(transaction=False)
-        pipe.get(self.key("statever"))
-        pipe.hgetall(self.key("usage", day))
-        pipe.hgetall(self.key("ckusage", day))
-        for minute in minutes:
-            pipe.hgetall(self.key("minute", str(minute)))
+        """Today's totals, in one script call (one command for hosted plans that count them, one round trip)."""
         ips = list(client_ips)[:SCAN_LIMIT]
-        if ips:
-            pipe.hmget(self.key("clients", day), ips)
-        got = await pipe.execute()
-        version, usage_raw, ck_raw = got[0], got[1], got[2]
+        keys = [self.key("statever"), self.key("usage", day), self.key("ckusage", day),
+                *(self.key("minute", str(m)) for m in minutes), self.key("clients", day)]
+        got = await self._totals(keys=keys, args=[len(minutes), *ips])
+        version, usage_raw, ck_raw = got[0], _pairs(got[1]), _pairs(got[2])
         totals = Totals(day, usage=parse_usage(usage_raw), client_keys=parse_client_keys(ck_raw))
         for minute, raw in zip(minutes, got[3:3 + len(minutes)], strict=True):
-            for name, n in raw.items():
+            for name, n in _pairs(raw).items():
                 totals.minutes[(minute, name.decode())] = int(n)
         if ips:
-            totals.clients = {ip: int(n) for ip, n in zip(ips, got[-1], strict=True) if n is not None}
+            totals.clients = {ip: int(n) for ip, n in zip(ips, got[3 + len(minutes)], strict=True) if n}
         if version != self._state_version:
             totals.states = await self._states()
             self._state_version = version
@@ -281,9 +295,10 @@ class RedisCounters:
 
     async def load(self, day: str, client_ips: Sequence[str] = ()) -> Snapshot:
         r = self.backend.client
-        self._state_version = await r.get(self.key("statever"))
+        self._state_version = None  # so the read below takes the states too
         totals = await self._read(day, ())
-        states = await self._states()
+        states = totals.states if totals.states is not None else await self._states()
+        totals.states = None
         clients: dict[str, int] = {}
         async for ip, n in r.hscan_iter(self.key("clients", day), count=1000):
             clients[ip.decode()] = int(n)
@@ -365,6 +380,12 @@ def parse_client_keys(raw: dict[bytes, bytes]) -> dict[tuple[str, str], tuple[in
         req, tok = out.get((key_id, model), (0, 0))
         out[(key_id, model)] = (n, tok) if metric == "requests" else (req, n)
     return out
+
+
+def _pairs(flat: Any) -> dict[bytes, bytes]:
+    """A hash as a script returns it (a flat list: field, value, field, value…) as a dict."""
+    items = list(flat or [])
+    return dict(zip(items[::2], items[1::2], strict=False))
 
 
 def _text(raw: Any) -> str:
