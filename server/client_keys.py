@@ -30,7 +30,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
 from .clock import Clock
-from .errors import ApiError, bad_request
+from .errors import ApiError, bad_request, encodable
 from .limits import MinuteShares, retry_in
 from .pool.quota import QuotaDay
 from .settings import Settings, SettingsError
@@ -119,6 +119,8 @@ def _name(value: Any) -> str:
         raise ValueError("name is required")
     if len(value.strip()) > MAX_NAME:
         raise ValueError(f"name is longer than {MAX_NAME} characters")
+    if not encodable(value):
+        raise ValueError("name is not valid Unicode text (it holds a lone surrogate such as \\ud800)")
     return value.strip()
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import ujson
 
 from .clock import Clock
-from .errors import ApiError, bad_request
+from .errors import ApiError, bad_request, encodable
 from .settings import Settings
 from .store.db import Database
 
@@ -59,6 +59,8 @@ def _params(raw: Any) -> dict[str, Any]:
                               "params.reasoning_effort")
         if name == "system" and isinstance(value, str) and len(value) > MAX_TEXT:
             raise bad_request("params.system is too long", "params.system")
+        if isinstance(value, str) and not encodable(value):
+            raise bad_request(f"params.{name} is not valid Unicode text", f"params.{name}")
         out[name] = value
     return out
 
@@ -110,7 +112,7 @@ def _title(raw: Any, messages: list[dict[str, Any]]) -> str:
 def _model(raw: Any) -> str | None:
     if raw is None:
         return None
-    if not isinstance(raw, str) or len(raw) > 200:
+    if not isinstance(raw, str) or len(raw) > 200 or not encodable(raw):
         raise bad_request("model must be a model id", "model")
     return raw
 
@@ -122,7 +124,10 @@ def _search_text(title: str, messages: list[dict[str, Any]]) -> str:
 def _stored(title: str, params: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[str, str, str, str, int]:
     """(title, params, messages, search text, bytes): the columns as stored, and what they take."""
     p, m, search = ujson.dumps(params), ujson.dumps(messages), _search_text(title, messages)
-    size = sum(len(x.encode("utf-8", "surrogatepass")) for x in (title, p, m, search))
+    if not encodable(search):  # the title and every message's text are in it
+        raise bad_request("the conversation holds text that is not valid Unicode (a lone surrogate such as "
+                          "\\ud800); it cannot be saved")
+    size = sum(len(x.encode("utf-8")) for x in (title, p, m, search))
     return title, p, m, search, size
 
 

@@ -77,3 +77,13 @@ def storage_error(exc: sqlite3.Error, data_dir: Path) -> ApiError:
     return ApiError(503, f"Keyloom could not use its database in DATA_DIR ({data_dir}) just now ({exc}); try "
                          "again shortly.", type="server_error", code="storage_unavailable",
                     headers={"Retry-After": "5"})
+
+
+def encodable(text: str) -> bool:
+    """Text every store can keep: JSON allows lone UTF-16 surrogates ("\\ud800"), UTF-8 (SQLite, Redis) does not.
+    One rule for both stores, so what one refuses the other refuses too."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

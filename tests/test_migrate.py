@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from server.store.history import RedisHistory
 from server.store.migrate import SQLITE_TABLES, main, run
 from server.store.redis_backend import RedisBackend
 from tests.conftest import KEYS
+from tests.support.proc import ROOT
 from tests.support.redis_server import RedisServer
 
 PREFIX = "kl-migrate:"
@@ -201,3 +205,52 @@ def test_the_request_log_copy_keeps_the_newest_rows(redis_server, tmp_path):
     assert [row[0] for row in rows] == [1714550400.0 + i for i in range(7, 12)]
     # each entry's id is its row's time, so pruning by age (XTRIM MINID) treats copied rows like live ones
     assert [int(entry_id.split("-")[0]) for entry_id, _ in entries] == [int(row[0] * 1000) for row in rows]
+
+
+# -- what a review found -------------------------------------------------------------------------------------
+
+def test_the_command_as_the_readme_gives_it_copies_both_ways(redis_server, tmp_path):
+    """`python -m server.store.migrate`, a real subprocess (not main() imported): there and back."""
+    redis_server.flush()
+    source, back = tmp_path / "source", tmp_path / "back"
+    asyncio.run(fill(source))
+    base = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    for way, data_dir in (("--to-redis", source), ("--from-redis", back)):
+        done = subprocess.run([sys.executable, "-m", "server.store.migrate", way], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120, env={**base, **env(redis_server, data_dir)})
+        assert done.returncode == 0, done.stderr
+        assert "request_log: 12" in done.stdout
+    assert asyncio.run(dump(back))["request_daily"] == asyncio.run(dump(source))["request_daily"]
+
+
+def test_a_forced_copy_that_fails_leaves_the_database_as_it_was(redis_server, tmp_path, capsys):
+    redis_server.flush()
+    source = tmp_path / "source"
+    asyncio.run(fill(source))
+    assert main(["--to-redis"], env(redis_server, source)) == 0
+    before = asyncio.run(dump(source))
+    # back without the secret: the dashboard keys in Redis cannot be opened, so the copy is refused...
+    assert main(["--from-redis", "--force"], env(redis_server, source, KEY_ENCRYPTION_SECRET="")) == 1
+    assert "nothing copied" in capsys.readouterr().err
+    assert asyncio.run(dump(source)) == before  # ...and --force emptied nothing
+
+
+def test_another_cluster_under_a_longer_prefix_is_neither_counted_nor_deleted(redis_server, tmp_path):
+    redis_server.flush()
+    other = redis_server.sync_client()
+    try:
+        other.hset(PREFIX + "eu:usage:2024-05-01", "fp\tm\trequests", 7)  # the cluster of REDIS_PREFIX=kl-migrate:eu:
+        source = tmp_path / "source"
+        asyncio.run(fill(source))
+        assert main(["--to-redis"], env(redis_server, source)) == 0  # not refused: nothing of this cluster there
+        assert main(["--to-redis", "--force"], env(redis_server, source)) == 0
+        assert other.hget(PREFIX + "eu:usage:2024-05-01", "fp\tm\trequests") == "7"
+    finally:
+        other.close()
+
+
+def test_a_redis_url_the_command_cannot_read_is_refused_without_showing_it(redis_server, tmp_path, capsys):
+    url = "redis://:hunter2/xyz@127.0.0.1:1/0"
+    assert main(["--to-redis"], {**env(redis_server, tmp_path), "REDIS_URL": url}) == 2
+    err = capsys.readouterr().err
+    assert "REDIS_URL=(hidden)" in err and "hunter2" not in err

@@ -22,6 +22,7 @@ from server.upstream.http import HttpError
 from tests.conftest import KEYS, PASSWORD
 from tests.fake_gemini import Reply, quota_body
 from tests.support import redis_server
+from tests.support.admin import AdminClient
 from tests.support.proc import KeyloomProcess
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
@@ -500,3 +501,34 @@ def test_an_idle_replica_reads_the_cluster_only_every_tenth_tick(redis, start_ke
         assert scripts() >= before + 3
     finally:
         client.close()
+
+
+def test_a_sign_out_redis_did_not_take_can_be_tried_again_and_never_comes_back(redis, start_keyloom, fake):
+    a, b = replicas(start_keyloom, redis, n=2, ADMIN_PASSWORD="admin-password-1")
+    admin = AdminClient(a.url, "admin-password-1")
+    cookie = admin.http.cookies.get("keyloom_session")
+    with httpx.Client(timeout=20, cookies={"keyloom_session": cookie}) as other:
+        wait_until(lambda: other.get(b.url + "/api/status").status_code == 200, "the session on the other replica")
+        redis.stop()
+        assert admin.call("POST", "logout").status_code == 503  # Redis did not take it...
+        assert admin.call("POST", "logout").status_code == 503  # ...so the session still stands, and it can retry
+        redis.start()
+        wait_until(lambda: admin.call("POST", "logout").status_code == 200, "the sign-out, once Redis is back")
+        for r in (a, b):
+            wait_until(lambda r=r: other.get(r.url + "/api/status").status_code == 401, "signed out everywhere")
+
+
+@pytest.mark.parametrize("mode", ["sqlite", "redis"])
+def test_text_no_store_can_keep_is_a_400_in_both_modes(redis, start_keyloom, fake, mode):
+    """JSON lets a client send a lone UTF-16 surrogate ("\\ud800"), which UTF-8 (SQLite, Redis) cannot hold: one
+    rule for both stores, a 400, never a 500 in one mode and a stored oddity in the other."""
+    kl = start_keyloom(ADMIN_PASSWORD="admin-password-1", **({"REDIS_URL": redis.url} if mode == "redis" else {}))
+    odd = {"Content-Type": "application/json"}
+    with kl.http(headers={**kl.auth(), **odd}) as h:
+        r = h.post("/api/conversations", content=b'{"title": "a\\ud800b", "messages": []}')
+        assert r.status_code == 400 and "Unicode" in r.text, r.text
+        r = h.post("/api/conversations", content=b'{"messages": [{"role": "user", "content": "x\\udfffy"}]}')
+        assert r.status_code == 400 and "Unicode" in r.text, r.text
+    with kl.http(headers={**ADMIN, **odd}) as h:
+        r = h.post("/api/client-keys", content=b'{"name": "fr\\ud800iend"}')
+        assert r.status_code == 400 and "Unicode" in r.text, r.text

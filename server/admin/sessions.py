@@ -137,5 +137,5 @@ class Sessions(SignedSessions):
         return f"{token}.{self._sign(token)}", s
 
     async def end(self, session: Session) -> None:
-        self._by_hash.pop(session.token_hash, None)
         await self.db.write([(f"DELETE FROM {self.table} WHERE token_hash = ?", [(session.token_hash,)])])
+        self._by_hash.pop(session.token_hash, None)  # after: a sign-out the disk refused can be tried again

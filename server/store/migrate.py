@@ -43,11 +43,11 @@ from typing import Any
 import ujson
 from redis.exceptions import RedisError
 
-from ..redact import fingerprint
+from ..redact import Redactor, fingerprint
 from ..settings import Settings, SettingsError, resolve_data_dir
 from .db import DB_FILE, Database
 from .lock import DataDirBusy, DataDirLock
-from .redis_backend import RedisBackend, safe_url
+from .redis_backend import RedisBackend, safe_url, url_problem, url_secrets
 
 USAGE_METRICS = ("requests", "successes", "failures", "prompt_tokens", "completion_tokens")
 DAY_TTL = 400 * 86400    # the TTLs the flush tick gives the per-day hashes (server/store/redis_counters.py)
@@ -295,9 +295,12 @@ async def _stream(backend: RedisBackend, name: str) -> list[list[Any]]:
         low = "(" + _s(page[-1][0])
 
 
-async def from_redis(backend: RedisBackend, db: Database, settings: Settings) -> dict[str, int]:
+async def from_redis(backend: RedisBackend, db: Database, settings: Settings, replace: bool = False) -> dict[str, int]:
+    """`replace`: empty the tables first, in the same transaction as the copy (a copy that fails leaves the
+    database as it was)."""
     k = backend.key
-    batches: list[tuple[str, list[tuple[Any, ...]]]] = []
+    batches: list[tuple[str, list[tuple[Any, ...]]]] = \
+        [(f"DELETE FROM {t}", [()]) for t in SQLITE_TABLES] if replace else []
     counts: dict[str, int] = {}
 
     def put(table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
@@ -426,8 +429,23 @@ def _glob(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
+# Keyloom's own names under REDIS_PREFIX (server/store/redis_*.py): only these are "the target's data". Another
+# cluster whose prefix starts with this one's (keyloom: and keyloom:eu:) is never counted, nor deleted by --force.
+OWN_NAMES = frozenset({"daily", "requests", "audit", "keystate", "keydisabled", "modelstate", "learned", "project",
+                       "statever", "clientkey", "meta", "settings", "keynote", "storedkey", "removedkey",
+                       "conv:ids", "conv:bytes", "resp:ids", "resp:sizes", "resp:bytes"})
+OWN_FAMILIES = ("usage:", "clients:", "ckusage:", "applied:", "minute:", "conv:id:", "resp:id:", "session:")
+
+
+def own_name(rest: str) -> bool:
+    """Whether a key (without the prefix) is one Keyloom writes."""
+    return rest in OWN_NAMES or rest.startswith(OWN_FAMILIES)
+
+
 async def redis_keys(backend: RedisBackend) -> list[bytes]:
-    return [n async for n in backend.client.scan_iter(match=_glob(backend.prefix) + "*", count=1000)]
+    prefix = backend.prefix.encode()
+    return [n async for n in backend.client.scan_iter(match=_glob(backend.prefix) + "*", count=1000)
+            if own_name(n[len(prefix):].decode("utf-8", "replace"))]
 
 
 async def sqlite_rows(db: Database, tables: Iterable[str] = SQLITE_TABLES) -> dict[str, int]:
@@ -479,10 +497,8 @@ async def run(to_redis_: bool, force: bool, settings: Settings, data_dir: Path,
                 raise MigrationRefused(
                     f"{data_dir / DB_FILE} already holds data ({held}): copying would mix two pools. Point DATA_DIR "
                     "at an empty directory, or --force to replace it.")
-            if existing_rows:
-                await db.write([(f"DELETE FROM {t}", [()]) for t in SQLITE_TABLES])
             skipped = {}
-            counts = await from_redis(backend, db, settings)
+            counts = await from_redis(backend, db, settings, replace=bool(existing_rows))
             say(f"copied {where} into {data_dir / DB_FILE}")
         for table, n in counts.items():
             say(f"  {table}: {n}")
@@ -509,20 +525,24 @@ def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -
     except SettingsError as e:
         sys.stderr.write("invalid settings:\n" + "".join(f"  {p}\n" for p in e.problems))
         return 2
+    problem = url_problem(settings.REDIS_URL) if settings.REDIS_URL else None
+    if problem:
+        sys.stderr.write(f"invalid settings:\n  REDIS_URL=(hidden): {problem}\n")
+        return 2
     try:
         asyncio.run(run(args.to_redis, args.force, settings, resolve_data_dir(settings.DATA_DIR)))
     except MigrationRefused as e:
         sys.stderr.write(f"nothing copied: {e}\n")
         return 1
-    except (TimeoutError, RedisError, OSError) as e:  # Redis unreachable (DOWN_ERRORS) or any other Redis error
-        sys.stderr.write(f"the copy failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                         "run it again with --force once the cause is fixed\n")
+    except (TimeoutError, RedisError, OSError, ValueError) as e:  # Redis unreachable, refusing, or odd data
+        redact = Redactor()
+        redact.add([*url_secrets(settings.REDIS_URL), settings.KEY_ENCRYPTION_SECRET])
+        text = redact(str(e).splitlines()[0]) if str(e) else ""
+        sys.stderr.write(f"the copy failed ({type(e).__name__}: {text}); run it again with --force once the cause "
+                         "is fixed\n")
         return 1
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def key_state_rows(health: dict[str, str], disabled: dict[str, str]) -> list[tuple[Any, ...]]:
@@ -547,3 +567,7 @@ class StreamIds:
         self.seq = self.seq + 1 if ms == self.ms else 0
         self.ms = ms
         return f"{ms}-{self.seq}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

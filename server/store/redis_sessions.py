@@ -95,8 +95,8 @@ class RedisSessions(SignedSessions):
         return f"{token}.{self._sign(token)}", s
 
     async def end(self, session: Session) -> None:
-        self._by_hash.pop(session.token_hash, None)
-
+        """Ended in Redis first: a sign-out Redis did not take (503) leaves the session as it was everywhere, so
+        signing out again works, rather than ending it here only and having it come back."""
         async def delete() -> None:
             pipe = self.backend.client.pipeline(transaction=True)
             pipe.delete(self._key(session.token_hash))
@@ -104,6 +104,7 @@ class RedisSessions(SignedSessions):
             await pipe.execute()
 
         await self.backend.call("signing out", delete)
+        self._by_hash.pop(session.token_hash, None)
         self.backend.publish(self.kind, {"end": [session.token_hash]})
 
     def _apply(self, data: Any) -> None:
