@@ -288,7 +288,7 @@ def test_kill_9_of_one_replica_loses_at_most_its_last_tick(fake, redis, tmp_path
         os.kill(a.proc.pid, signal.SIGKILL)
         a.proc.wait(10)
         load.end()
-        b.stop()
+        assert b.stop(timeout=90) == 0, b.output()
         received = len(fake.generate_calls())
         final = usage_in_redis(redis)
         # what was written is kept; what is missing is what `a` served after its last tick (never more)
@@ -321,8 +321,8 @@ def test_redis_restarted_and_away_under_traffic_no_request_fails_and_counts_add_
         after = len(load.statuses)
         wait_until(lambda: len(load.statuses) >= after + 20, "traffic after Redis came back")
         load.end()
-        for r in rs:
-            r.stop()  # a graceful stop writes the last tick
+        for r in rs:  # a graceful stop writes the last tick (it may wait SHUTDOWN_GRACE for a request in flight)
+            assert r.stop(timeout=90) == 0, r.output()
         assert load.errors == [] and set(load.statuses) == {200}, "a request failed because Redis went away"
         # every request Google received is counted once: nothing lost while Redis was away, nothing twice
         assert usage_in_redis(redis) == len(fake.generate_calls())
