@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,13 +31,54 @@ sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
 
+CLOSE_WITHIN = 60.0  # seconds a Chromium gets to close before the watchdog kills it
+
+
+def _chromium_below(pid: int) -> list[int]:
+    """The Chromium processes among `pid`'s descendants (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            names[int(d.name)] = stat[stat.index("(") + 1:stat.rindex(")")]
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(d.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            todo.append(child)
+            if "chrom" in names.get(child, ""):
+                found.append(child)
+    return found
+
+
 def launch() -> Iterator[Any]:
-    """The body of the `browser` fixture (tests/conftest.py): one headless Chromium per test module."""
+    """The body of the `browser` fixture (tests/conftest.py): one headless Chromium per test module. Closing it is
+    watched: a Chromium that does not exit within CLOSE_WITHIN seconds (seen once in a full run: the module's
+    last test done, the close never returning) is killed, so a test run can end instead of hanging."""
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         yield b
-        b.close()
+        closed = threading.Event()
+
+        def watchdog() -> None:
+            if not closed.wait(CLOSE_WITHIN):
+                for pid in _chromium_below(os.getpid()):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+        guard = threading.Thread(target=watchdog, daemon=True)
+        guard.start()
+        try:
+            b.close()
+        finally:
+            closed.set()
+            guard.join()
 
 
 def shot(page: Any, name: str) -> Path:
