@@ -409,15 +409,6 @@ class ClientKeys:
         self._delta = {}
         return out
 
-    def restore(self, rows: list[tuple[str, str, str, int, int]]) -> None:
-        for day, k, m, req, tok in rows:
-            if day == self.day:
-                d = self._delta.setdefault((k, m), DayUsage())
-                d.requests += req
-                d.tokens += tok
-            else:
-                self._pending.append((day, k, m, req, tok))
-
     def load_usage(self, day: str, rows: dict[tuple[str, str], tuple[int, int]]) -> None:
         """Today's usage as stored (start-up)."""
         if day != self.day:

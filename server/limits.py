@@ -261,13 +261,6 @@ class ClientLimits:
         self._delta = {}
         return out
 
-    def restore(self, rows: list[tuple[str, str, int]]) -> None:
-        for day, ip, n in rows:
-            if day == self.day:
-                self._delta[ip] = self._delta.get(ip, 0) + n
-            else:
-                self._pending.append((day, ip, n))
-
     def known(self) -> list[str]:
         """The addresses whose daily counts this process holds (a shared store reads back only these)."""
         return list(self.per_ip) if self.settings().MAX_REQUESTS_PER_DAY_PER_IP else []

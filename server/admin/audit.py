@@ -16,7 +16,6 @@ from ..store.history import History, SqliteHistory
 
 MAX_ADDRESSES = 1000   # addresses counted by name between two flushes; more are counted as "others"
 SHOWN = 10             # addresses named in the row
-INSERT = "INSERT INTO audit (ts, client_ip, via, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)"
 
 
 class Audit:
@@ -27,7 +26,7 @@ class Audit:
         self.redact = redact
         self._refused: dict[tuple[str, str], dict[str, int]] = {}  # (action, via) → address → count
         self._others: dict[tuple[str, str], int] = {}
-        self._pending: list[tuple[Any, ...]] = []  # rows a failed flush gave back
+        self._pending: list[tuple[Any, ...]] = []  # rows recorded, written by the next flush
         # writes everything pending now (the app sets the flusher's flush; the rows go in its batch)
         self.write: Callable[[], Awaitable[Any]] | None = None
 
@@ -36,18 +35,13 @@ class Audit:
         detail = self.redact(detail) if detail else detail
         # refusals counted so far go first, so the trail stays in the order things happened
         rows = self.drain() + [(self.clock.time(), ip, via, action, target, detail)]
-        if self.write is not None:  # through the flusher's store (SQLite or Redis), at once
-            self._pending = rows
-            try:
-                await self.write()
-            except StoreDown:
-                pass  # Redis is away: the rows wait in the flusher's batch and are written when it is back
-            return
+        self._pending = rows
+        if self.write is None:
+            return  # written by the next flush
         try:
-            await self.db.write([(INSERT, rows)])
-        except BaseException:
-            self.restore(rows[:-1])
-            raise
+            await self.write()  # through the flusher's store (SQLite or Redis), at once
+        except StoreDown:
+            pass  # Redis is away: the rows wait in the flusher's batch and are written when it is back
 
     def refused(self, action: str, *, ip: str, via: str) -> None:
         """A wrong password (sign-in, export): counted now, written in aggregate by the next flush."""
@@ -76,11 +70,6 @@ class Audit:
         self._refused.clear()
         self._others.clear()
         return rows
-
-    def restore(self, rows: list[tuple[Any, ...]]) -> None:
-        """Rows a failed flush could not write, kept for the next one (at most a few hundred: one per kind
-        and flush)."""
-        self._pending = (rows + self._pending)[-500:]
 
     async def recent(self, limit: int = 100) -> list[dict[str, Any]]:
         return [{"ts": ts, "client_ip": ip, "via": via, "action": a, "target": t, "detail": d}

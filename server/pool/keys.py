@@ -542,10 +542,6 @@ class KeyPool:
         self._dirty_models.clear()
         return keys, models
 
-    def restore_states(self, keys: list[tuple], models: list[tuple]) -> None:
-        self._dirty_keys.update(row[0] for row in keys)
-        self._dirty_models.update((row[0], row[1]) for row in models)
-
     def state(self, key: Key) -> tuple[str, float | None, str | None]:
         """(state, until, why) of a key as a whole: disabled, resting (after upstream errors),
         cooling (some model, per-minute quota), exhausted (some model, for the day) or active."""

@@ -156,11 +156,6 @@ class LearnedLimits:
         self._dirty_projects.clear()
         return limits, projects
 
-    def restore(self, limits: list[tuple], projects: list[tuple]) -> None:
-        self._dirty_limits.update((row[0], row[1]) for row in limits)
-        self._dirty_projects.update(row[0] for row in projects)
-
-
 class RecentCalls:
     """When each key last called each model, and (where a per-minute limit is known) its calls of the last
     minute: for pacing (KEY_MIN_INTERVAL_MS) and learned per-minute limits. Memory only; bounded by what a

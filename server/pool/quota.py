@@ -181,14 +181,6 @@ class MemoryUsage:
         self._delta = {}
         return out
 
-    def restore(self, rows: list[tuple[str, str, str, Usage]]) -> None:
-        """Deltas that were not written go back to be written again (the totals in `rows` already hold them)."""
-        for day, fp, model, d in rows:
-            if day == self.day:
-                _plus(self._delta.setdefault((fp, model), Usage()), d)
-            else:
-                self._pending.append((day, fp, model, d))
-
     def settle(self, day: str, totals: dict[tuple[str, str], Usage]) -> bool:
         """Totals a shared store read back after a write: they become `rows`, plus what this process added since
         the drain (not yet in them). → whether any request count changed (the pool rebuilds its rotations)."""

@@ -99,9 +99,5 @@ class RequestLog:
         rows, self._rows = self._rows, []
         return rows
 
-    def restore(self, rows: list[RequestRow]) -> None:
-        self._rows[:0] = rows[-self.max_pending:]
-        del self._rows[self.max_pending:]
-
     def __len__(self) -> int:
         return len(self._rows)
