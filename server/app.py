@@ -69,6 +69,7 @@ from .redact import Redactor
 from .render import Renderer
 from .reuse import Reuse
 from .settings import Settings
+from .shutdown import LAST_WRITE_WITHIN, STEP_WITHIN, Steps
 from .store.counters import CounterStore
 from .store.db import DB_FILE, Database, DatabaseUnusable, explain
 from .store.errors import StoreDown
@@ -471,8 +472,10 @@ class Keyloom:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting, give in-flight requests up to `grace` seconds, write what is left, close."""
+    async def stop(self, grace: float = 10.0) -> bool:
+        """Stop accepting, give in-flight requests up to `grace` seconds, write what is left, close. Every step
+        after the grace is bounded (server/shutdown.py): → False if one overran and was left unfinished."""
+        steps = Steps()
         if self._refresher is not None:
             self._refresher.stop()
         if self.server is not None:
@@ -484,29 +487,27 @@ class Keyloom:
                 await asyncio.wait_for(self.server.close_all_connections(), timeout=1.0)
             except (TimeoutError, Exception):
                 pass
-        background = list(self._background)
-        for t in background:
-            t.cancel()
         # let them end (and close what they had open) before the clients they use are closed below
-        await asyncio.gather(*background, return_exceptions=True)
+        await steps.cancel("the background tasks", self._background, STEP_WITHIN)
         self.keepalive.stop()
         try:
-            await self.admin.tests.stop()
-            await self.rechecker.stop()
-            await self.dispatcher.close()
-            await self.responses.drain()
+            await steps.run("stopping the key tests", self.admin.tests.stop(), STEP_WITHIN)
+            await steps.run("stopping the re-checks", self.rechecker.stop(), STEP_WITHIN)
+            await steps.run("closing the dispatcher", self.dispatcher.close(), STEP_WITHIN)
+            await steps.run("storing the last answers", self.responses.drain(), STEP_WITHIN)
             try:
-                await self.flusher.stop()
+                await steps.run("the last write of the counters", self.flusher.stop(), LAST_WRITE_WITHIN)
             except StoreDown:
                 log.warning("stopping while Redis is away: what was counted since Redis went away is not written")
             except Exception:
                 log.exception("the last write to the database failed")
-            await self.renderer.close()
-            await self.alerts.close()
+            await steps.run("closing the renderer", self.renderer.close(), STEP_WITHIN)
+            await steps.run("closing the alerts", self.alerts.close(), STEP_WITHIN)
         finally:
-            await self.db.close()
+            await steps.run("closing the database", self.db.close(), STEP_WITHIN)
             if self.redis is not None:
-                await self.redis.close()
+                await steps.run("closing the connections to Redis", self.redis.close(), STEP_WITHIN)
             self.lock.release()  # after the last write: another process may take DATA_DIR from here on
-            await self.http.close()
-            await self.egress.close()
+            await steps.run("closing the HTTP clients", self.http.close(), STEP_WITHIN)
+            await steps.run("closing the proxies", self.egress.close(), STEP_WITHIN)
+        return not steps.leftovers

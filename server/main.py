@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
@@ -134,8 +135,16 @@ async def serve(kl: Keyloom, on_ready: Callable[[], None] | None = None) -> None
     grace = kl.settings.SHUTDOWN_GRACE
     log.info("stopping: no new connections; waiting up to %gs for %d request(s) in flight", grace,
              max(0, kl.in_flight))
-    await kl.stop(grace)
-    log.info("stopped: counters written, database closed")
+    if await kl.stop(grace):
+        log.info("stopped: counters written, database closed")
+        return
+    # A step overran (named above) and is still pending: asyncio.run would wait for it again, and a thread it
+    # holds would keep the interpreter up. What could be written has been; end here.
+    log.warning("stopped, leaving the steps named above unfinished")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo_upstream.stop()
 
     def process(worker: int = 0, on_ready: Callable[[], None] | None = None) -> int:
+        # `kill -USR1 <pid>`: every thread's stack to the log (stderr), for a process that seems stuck
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         try:
             if settings.UVLOOP:
                 try:

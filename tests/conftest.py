@@ -140,7 +140,7 @@ def start_keyloom(loop_thread: LoopThread, fake: FakeGemini, tmp_path: Path) -> 
     for r in started:
         if r._client is not None:
             r._client.close()
-        loop_thread.run(r.kl.stop(0))
+        assert loop_thread.run(r.kl.stop(0)), "a closing step overran (see the log)"
 
 
 @pytest.fixture(scope="module")

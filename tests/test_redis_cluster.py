@@ -258,7 +258,8 @@ class Load:
         self.stop = threading.Event()
         self.statuses: list[int] = []
         self.errors: list[str] = []
-        self._threads = [threading.Thread(target=self._run, args=(u,)) for u in urls for _ in range(threads_per_url)]
+        self._threads = [threading.Thread(target=self._run, args=(u,), daemon=True)
+                         for u in urls for _ in range(threads_per_url)]
         for t in self._threads:
             t.start()
 
@@ -282,8 +283,8 @@ def test_kill_9_of_one_replica_loses_at_most_its_last_tick(fake, redis, tmp_path
     env = proc_env(fake, redis)
     a = KeyloomProcess(env={**env, "REPLICA_NAME": "a"}, data_dir=tmp_path / "a").wait_ready()
     b = KeyloomProcess(env={**env, "REPLICA_NAME": "b"}, data_dir=tmp_path / "b").wait_ready()
+    load = Load([a.url, b.url])
     try:
-        load = Load([a.url, b.url])
         seen = wait_until(lambda: (n := usage_in_redis(redis)) >= 40 and n, "40 requests counted in Redis")
         os.kill(a.proc.pid, signal.SIGKILL)
         a.proc.wait(10)
@@ -294,6 +295,7 @@ def test_kill_9_of_one_replica_loses_at_most_its_last_tick(fake, redis, tmp_path
         # what was written is kept; what is missing is what `a` served after its last tick (never more)
         assert seen <= final <= received
     finally:
+        load.end()
         for p in (a, b):
             if p.proc.poll() is None:
                 p.stop(signal.SIGKILL)
@@ -307,8 +309,8 @@ def test_redis_restarted_and_away_under_traffic_no_request_fails_and_counts_add_
     env = proc_env(fake, redis)
     rs = [KeyloomProcess(env={**env, "REPLICA_NAME": f"r{i}"}, data_dir=tmp_path / f"r{i}").wait_ready()
           for i in range(2)]
+    load = Load([r.url for r in rs])
     try:
-        load = Load([r.url for r in rs])
         wait_until(lambda: usage_in_redis(redis) >= 20, "traffic counted in Redis")
         redis.stop() if how == "stopped" else redis.kill()
         for r in rs:
@@ -329,6 +331,7 @@ def test_redis_restarted_and_away_under_traffic_no_request_fails_and_counts_add_
         for r in rs:
             assert r.output().count("cannot be reached") == 1, r.output()  # said once, not once per tick
     finally:
+        load.end()
         for r in rs:
             if r.proc.poll() is None:
                 r.stop(signal.SIGKILL)

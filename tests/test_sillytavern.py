@@ -110,7 +110,7 @@ def sillytavern(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SillyTaver
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            proc.wait(30)
         reader.join(30)
         assert proc.stdout is not None
         proc.stdout.close()

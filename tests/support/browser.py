@@ -32,10 +32,11 @@ expect = sync_api.expect
 
 
 CLOSE_WITHIN = 60.0  # seconds a Chromium gets to close before the watchdog kills it
+DRIVER_WITHIN = 30.0  # then seconds before it kills Playwright's driver too (the close then raises)
 
 
-def _chromium_below(pid: int) -> list[int]:
-    """The Chromium processes among `pid`'s descendants (read from /proc)."""
+def _below(pid: int, name: str) -> list[int]:
+    """The processes among `pid`'s descendants whose name holds `name` (read from /proc)."""
     children: dict[int, list[int]] = {}
     names: dict[int, str] = {}
     for d in Path("/proc").iterdir():
@@ -50,7 +51,7 @@ def _chromium_below(pid: int) -> list[int]:
     while todo:
         for child in children.get(todo.pop(), []):
             todo.append(child)
-            if "chrom" in names.get(child, ""):
+            if name in names.get(child, ""):
                 found.append(child)
     return found
 
@@ -58,7 +59,8 @@ def _chromium_below(pid: int) -> list[int]:
 def launch() -> Iterator[Any]:
     """The body of the `browser` fixture (tests/conftest.py): one headless Chromium per test module. Closing it is
     watched: a Chromium that does not exit within CLOSE_WITHIN seconds (seen once in a full run: the module's
-    last test done, the close never returning) is killed, so a test run can end instead of hanging."""
+    last test done, the close never returning) is killed, and Playwright's driver DRIVER_WITHIN seconds later if the
+    close still has not returned, so a test run can end instead of hanging."""
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
@@ -66,8 +68,11 @@ def launch() -> Iterator[Any]:
         closed = threading.Event()
 
         def watchdog() -> None:
-            if not closed.wait(CLOSE_WITHIN):
-                for pid in _chromium_below(os.getpid()):
+            # Chromium first; if the close still has not returned, Playwright's driver (node), which ends it
+            for name, within in (("chrom", CLOSE_WITHIN), ("node", DRIVER_WITHIN)):
+                if closed.wait(within):
+                    return
+                for pid in _below(os.getpid(), name):
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except OSError:
@@ -78,7 +83,7 @@ def launch() -> Iterator[Any]:
             b.close()
         finally:
             closed.set()
-            guard.join()
+            guard.join(5)
 
 
 def shot(page: Any, name: str) -> Path:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from server.shutdown import OVERRAN
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
@@ -62,10 +64,24 @@ class KeyloomProcess:
         raise TimeoutError(f"Keyloom did not start:\n{self.output()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Send `sig` and wait for the exit code. A process still there after `timeout` is asked for its threads'
+        stacks (SIGUSR1, server/main.py), killed, and the test fails with everything it printed."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)
+            try:
+                self.proc.wait(3)  # time to print the stacks (a stuck stop may also end meanwhile)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+            self._reader.join(5)
+            raise AssertionError(f"Keyloom did not end within {timeout:g}s of signal {sig}:\n{self.output()}") from None
         self._reader.join(5)
+        if sig in (signal.SIGTERM, signal.SIGINT):  # a graceful stop: every closing step ended in its allowance
+            assert OVERRAN not in self.output(), self.output()
         return code
 
     def password(self) -> str:

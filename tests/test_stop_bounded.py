@@ -1,0 +1,113 @@
+"""A stop always ends (server/shutdown.py): a closing step that never ends is named, left, and the steps after it
+still run; the counters are written, the database closed and DATA_DIR given up."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from typing import Any
+
+import pytest
+
+from server import app as app_module
+from server.shutdown import OVERRAN, Steps, where
+from server.store.db import DB_FILE
+from server.store.lock import DataDirLock
+from tests.support.loop import LoopThread
+
+
+async def _deaf(release: asyncio.Event, entered: list[str]) -> None:
+    """A step that ignores being cancelled until `release` is set (what a stuck library call looks like)."""
+    entered.append("in")
+    while not release.is_set():
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            entered.append("cancelled, ignored")
+
+
+def test_a_step_that_ignores_its_cancellation_is_named_and_left(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> tuple[Any, bool, list[str], list[str]]:
+        release, entered = asyncio.Event(), []
+        steps = Steps()
+        after: list[str] = []
+        quick = await steps.run("a quick step", asyncio.sleep(0, result="done"), 5)
+        stuck = await steps.run("the stuck step", _deaf(release, entered), 0.01)
+        after.append("the next step ran")
+        left = steps.leftovers
+        release.set()
+        await asyncio.gather(*steps.left)
+        return (quick, stuck), left, entered, after
+
+    with caplog.at_level(logging.WARNING, logger="keyloom"):
+        results, left, entered, after = asyncio.run(scenario())
+    assert results == ("done", None) and left is True
+    assert entered == ["in", "cancelled, ignored"] and after == ["the next step ran"]
+    lines = [r.getMessage() for r in caplog.records if OVERRAN in r.getMessage()]
+    assert len(lines) == 1 and "the stuck step" in lines[0] and "_deaf (test_stop_bounded.py:" in lines[0], lines
+
+
+def test_a_steps_exception_is_the_callers() -> None:
+    async def boom() -> None:
+        raise ValueError("no")
+
+    async def scenario() -> None:
+        await Steps().run("a failing step", boom(), 5)
+
+    with pytest.raises(ValueError, match="no"):
+        asyncio.run(scenario())
+
+
+def test_where_names_the_chain_of_awaits() -> None:
+    async def inner(ev: asyncio.Event) -> None:
+        await ev.wait()
+
+    async def outer(ev: asyncio.Event) -> None:
+        await inner(ev)
+
+    async def scenario() -> str:
+        ev = asyncio.Event()
+        task = asyncio.ensure_future(outer(ev))
+        await asyncio.sleep(0)
+        text = where(task)
+        ev.set()
+        await task
+        return text
+
+    text = asyncio.run(scenario())
+    assert text.index("outer") < text.index("inner") < text.index("Event.wait"), text
+
+
+def test_a_stuck_closing_step_does_not_hold_the_stop_and_the_rest_still_runs(
+        start_keyloom: Any, loop_thread: LoopThread, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    running = start_keyloom()
+    kl = running.kl
+    with running.http() as h:
+        assert h.post("/v1/chat/completions", headers=running.auth(), json={
+            "model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    release = loop_thread.run(_event())
+    entered: list[str] = []
+    real_close = kl.alerts.close
+    monkeypatch.setattr(kl.alerts, "close", lambda: _deaf(release, entered))
+    monkeypatch.setattr(app_module, "STEP_WITHIN", 0.05)
+    with caplog.at_level(logging.WARNING, logger="keyloom"):
+        clean = loop_thread.run(kl.stop(0))
+    try:
+        assert clean is False and entered[0] == "in"
+        lines = [r.getMessage() for r in caplog.records if OVERRAN in r.getMessage()]
+        assert len(lines) == 1 and "closing the alerts" in lines[0], lines
+        # what came after the stuck step ran: the counts are in the database, which is closed, and DATA_DIR is free
+        assert kl.db._conn is None
+        with sqlite3.connect(kl.data_dir / DB_FILE) as con:
+            assert con.execute("SELECT COALESCE(SUM(requests), 0) FROM key_usage").fetchone()[0] == 1
+        lock = DataDirLock(kl.data_dir)
+        lock.acquire()
+        lock.release()
+    finally:
+        loop_thread.call(release.set)
+        monkeypatch.setattr(kl.alerts, "close", real_close)
+
+
+async def _event() -> asyncio.Event:
+    return asyncio.Event()
