@@ -129,3 +129,19 @@ def test_dockerfile_meets_huggingface_space_needs():
 def test_run_py_help_and_version():
     out = subprocess.run([sys.executable, "run.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "--demo" in out.stdout
+
+
+def test_sigusr1_prints_every_threads_stack_and_keyloom_goes_on(tmp_path):
+    """`kill -USR1` (README: for a process that seems stuck) prints the stacks and changes nothing else."""
+    p = KeyloomProcess("--demo", env={}, data_dir=tmp_path).wait_ready()
+    try:
+        before = len(p.output())  # (the generated password is announced once at the first start, on purpose)
+        p.proc.send_signal(signal.SIGUSR1)
+        # the main thread's stack ends (outermost last) in run.py: then all of it is there
+        out = wait_until(lambda: "run.py" in (o := p.output()[before:]).partition("Current thread")[2] and o,
+                         "the stacks in the log")
+        assert "server/main.py" in out.partition("Current thread")[2]
+        assert p.password() not in out  # names of functions, files and lines; no values
+        assert httpx.get(p.url + "/health", timeout=20).status_code == 200
+    finally:
+        assert p.stop() == 0, p.output()
