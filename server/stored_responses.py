@@ -3,8 +3,11 @@
 OpenAI's API stores every answer unless told `store: false` (Codex says so, and sends the whole history each
 turn; the openai SDK and the Agents SDK may continue by id instead). A stored answer keeps the conversation
 up to it as input items, so continuing from it is one read. Reads happen only for requests that name an
-id, and writes after the answer went out, never on the way to it. Nothing here holds a key: answers carry key
-fingerprints at most (in sealed thought signatures).
+id. One process (SQLite) writes an answer in the background while its client already has it: a continuation
+that comes meanwhile is served from the answer pending in memory. Replicas (Redis) write it before the client
+has its end, for up to WAIT_FOR_WRITE seconds while Redis is reachable: a client that continues at once on
+another replica finds it. Nothing here holds a key: answers carry key fingerprints at most (in sealed thought
+signatures).
 
 Bounded twice, since any client can make Keyloom store: by age (RESPONSES_STORE_DAYS) and by total size
 (RESPONSES_STORE_MB; the oldest go first, and one answer over an eighth of it is not stored at all).
@@ -48,10 +51,20 @@ def _dumps(obj: Any) -> str:
     return ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False)
 
 
+# seconds an answer waits for its write to a shared store (Redis) before its client has it; past that (Redis
+# slow or away) the answer goes out and the write goes on in the background
+WAIT_FOR_WRITE = 1.0
+
+
 class ResponseStore(abc.ABC):
     """What every store of answers shares: ids, the pending answers, what is kept and the size cut, continuing
     a conversation. A store (SQLite: `StoredResponses`; Redis: server/store/redis_responses.py) only reads,
     writes and drops rows, so `previous_response_id` behaves alike on both."""
+
+    def shared(self) -> bool:
+        """Whether other processes read this store now (Redis, reachable): then an answer is written before its
+        client has it."""
+        return False
 
     def __init__(self, clock: Clock, settings: Callable[[], Settings]):
         self.clock = clock
@@ -114,11 +127,21 @@ class ResponseStore(abc.ABC):
             return req  # the translator refuses it with its own words
         return {**req, "input": [*context, *own]}
 
-    def keep(self, request: dict[str, Any], response: dict[str, Any]) -> bool:
-        """Store the answer (in the background) unless the client said store=false; False when it is not kept."""
+    async def keep(self, request: dict[str, Any], response: dict[str, Any]) -> bool:
+        """Store the answer unless the client said store=false (False when it is not kept). Called before the
+        client has the answer's end: on a shared store this waits for the write (WAIT_FOR_WRITE at most);
+        otherwise the write goes on in the background."""
+        task = self._keep(request, response)
+        if task is None:
+            return False
+        if self.shared():
+            await asyncio.wait({task}, timeout=WAIT_FOR_WRITE)  # not cancelled past it: it goes on
+        return True
+
+    def _keep(self, request: dict[str, Any], response: dict[str, Any]) -> asyncio.Task[None] | None:
         s = self.settings()
         if request.get("store") is False or s.RESPONSES_STORE_DAYS <= 0:
-            return False
+            return None
         own = request.get("input")
         context = [{"role": "user", "content": own}] if isinstance(own, str) else list(own or [])
         context += [item for item in response.get("output") or () if isinstance(item, dict)]
@@ -128,12 +151,12 @@ class ResponseStore(abc.ABC):
         if size > cap // 8:
             log.info("response %s not stored: %d bytes, over an eighth of RESPONSES_STORE_MB", response.get("id"),
                      size)
-            return False
+            return None
         self._pending[response["id"]] = (doc, ctx)
         task = asyncio.ensure_future(self._write(response["id"], doc, ctx, size, cap, s.RESPONSES_STORE_DAYS))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return True
+        return task
 
     async def _write(self, rid: str, doc: str, ctx: str, size: int, cap: int, days: float) -> None:
         try:

@@ -4,6 +4,7 @@ Each behaves as its SQLite twin through the real HTTP path, against a real redis
 writes another one reads: two Keyloom processes' worth (two instances) on one REDIS_URL."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from server import stored_responses
 from server.clock import ManualClock
 from tests.support.wait import wait_until
 
@@ -160,6 +162,36 @@ def test_previous_response_id_works_whichever_replica_answers(pair, fake, rc):
     assert rc.zscore(P + "resp:ids", first.id) is None and rc.hget(P + "resp:sizes", first.id) is None
     wait_until(lambda: rc.exists(P + f"resp:id:{second.id}"), "the second answer to reach Redis")
     assert int(rc.get(P + "resp:bytes")) == int(rc.hget(P + "resp:sizes", second.id))
+
+
+def test_an_answer_is_in_redis_before_its_client_has_it_streamed_or_not(pair, rc, monkeypatch):
+    """A client that continues at once on another replica finds the answer: the replica that answered wrote it
+    to Redis before the client had the answer (or its `response.completed` event). The write is made slow here,
+    so an answer sent before its write would be seen without it."""
+    a, b = pair()
+    store = a.kl.responses
+    real_store = store._store
+
+    async def slow_store(*args):
+        await asyncio.sleep(0.2)  # a slow Redis: only the order it causes is asserted, not a time
+        await real_store(*args)
+    monkeypatch.setattr(store, "_store", slow_store)
+    monkeypatch.setattr(stored_responses, "WAIT_FOR_WRITE", 60.0)  # the write is waited for, however slow
+
+    first = a.client().responses.create(model="gemini-2.5-flash", input="my name is Ada")
+    assert rc.exists(P + f"resp:id:{first.id}")  # at the moment the client has it, no waiting
+    second = b.client().responses.create(model="gemini-2.5-flash", input="and yours?", previous_response_id=first.id)
+    assert second.output_text == "Echo: and yours?"
+
+    seen = []
+    with a.client().responses.create(model="gemini-2.5-flash", input="stream me", stream=True) as events:
+        for event in events:
+            if event.type == "response.completed":
+                seen.append(bool(rc.exists(P + f"resp:id:{event.response.id}")))
+                third = b.client().responses.create(model="gemini-2.5-flash", input="next",
+                                                    previous_response_id=event.response.id)
+                assert third.output_text == "Echo: next"
+    assert seen == [True]
 
 
 def test_stored_responses_expire_by_ttl_and_by_age_in_redis(start_keyloom, redis_url, rc):

@@ -3,6 +3,8 @@ GET / DELETE /v1/responses/{id} for stored answers. Parse, hand to the generatio
 dialect, write the Response object or its typed event stream."""
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 from ..dialect_errors import as_responses
@@ -48,21 +50,31 @@ class ResponsesHandler(_ResponsesErrors, StreamingHandler):
         plan = await kl.chat.prepare(full, self.client_ip, ctx, self.raw_body, route, RESPONSES)
         rid = new_response_id()
         created = int(kl.clock.time())
+        # the answer is stored before the client has it (or its last event): see server/stored_responses.py
         if not plan.stream:
             async def respond() -> dict[str, Any]:
                 reply, fp = await kl.chat.answer(plan)
-                return g2r.response(reply, request=req, response_id=rid, model=plan.model, created=created,
-                                    key_fp=fp)
+                out = g2r.response(reply, request=req, response_id=rid, model=plan.model, created=created,
+                                   key_fp=fp)
+                await kl.responses.keep(full, out)
+                return out
 
-            out = await self.write_answer(respond())
-            if out is not None:
-                kl.responses.keep(full, out)
+            await self.write_answer(respond())
             return
-        self.shaper = ResponsesShaper(g2r.ResponseStream(request=req, response_id=rid, model=plan.model,
-                                                         created=created))
-        await self.write_event_stream(kl.chat.events(plan, self.shaper), kl.settings.FAKE_STREAMING_INTERVAL)
-        if self.shaper.completed is not None:
-            kl.responses.keep(full, self.shaper.completed)
+        shaper = self.shaper = ResponsesShaper(g2r.ResponseStream(request=req, response_id=rid, model=plan.model,
+                                                                  created=created))
+
+        async def stored_before_the_end(events: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+            kept = False
+            async with aclosing(events):  # closed with this one (a client gone): its own clean-up runs at once
+                async for chunk in events:  # the chunk that completes the shaper carries the final event
+                    if shaper.completed is not None and not kept:
+                        kept = True
+                        await kl.responses.keep(full, shaper.completed)
+                    yield chunk
+
+        await self.write_event_stream(stored_before_the_end(kl.chat.events(plan, shaper)),
+                                      kl.settings.FAKE_STREAMING_INTERVAL)
 
     def error_frame(self, err: ApiError) -> bytes:
         """A started stream ends with `error` and `response.failed`. Codex reads only the latter's code: it

@@ -68,6 +68,9 @@ class RedisStoredResponses(ResponseStore):
         self._store_script = backend.client.register_script(STORE)
         self._remove_script = backend.client.register_script(REMOVE)
 
+    def shared(self) -> bool:
+        return self.r.up
+
     async def load(self) -> None:
         """Nothing to read at start: the total lives in Redis, kept by the scripts."""
 
