@@ -495,19 +495,21 @@ class Keyloom:
             await steps.run("stopping the re-checks", self.rechecker.stop(), STEP_WITHIN)
             await steps.run("closing the dispatcher", self.dispatcher.close(), STEP_WITHIN)
             await steps.run("storing the last answers", self.responses.drain(), STEP_WITHIN)
-            try:
-                await steps.run("the last write of the counters", self.flusher.stop(), LAST_WRITE_WITHIN)
-            except StoreDown:
-                log.warning("stopping while Redis is away: what was counted since Redis went away is not written")
-            except Exception:
-                log.exception("the last write to the database failed")
+            await steps.run("the last write of the counters", self._last_write(), LAST_WRITE_WITHIN)
             await steps.run("closing the renderer", self.renderer.close(), STEP_WITHIN)
             await steps.run("closing the alerts", self.alerts.close(), STEP_WITHIN)
         finally:
             await steps.run("closing the database", self.db.close(), STEP_WITHIN)
             if self.redis is not None:
                 await steps.run("closing the connections to Redis", self.redis.close(), STEP_WITHIN)
-            self.lock.release()  # after the last write: another process may take DATA_DIR from here on
+            if not steps.leftovers:  # else a left write may still land: DATA_DIR is freed by the exit instead
+                self.lock.release()  # after the last write: another process may take DATA_DIR from here on
             await steps.run("closing the HTTP clients", self.http.close(), STEP_WITHIN)
             await steps.run("closing the proxies", self.egress.close(), STEP_WITHIN)
         return not steps.leftovers
+
+    async def _last_write(self) -> None:
+        try:
+            await self.flusher.stop()
+        except StoreDown:
+            log.warning("stopping while Redis is away: what was counted since Redis went away is not written")

@@ -24,6 +24,7 @@ from .legacy import hajimi_env
 from .providers.config import load as load_providers
 from .redact import RedactingFilter, Redactor, mask
 from .settings import Settings, SettingsError, resolve_data_dir
+from .shutdown import exit_now, settle, threads_left
 from .store.db import DatabaseUnusable, SchemaTooNew
 from .store.lock import DataDirBusy, DataDirLock
 from .store.redis_backend import url_problem
@@ -135,16 +136,18 @@ async def serve(kl: Keyloom, on_ready: Callable[[], None] | None = None) -> None
     grace = kl.settings.SHUTDOWN_GRACE
     log.info("stopping: no new connections; waiting up to %gs for %d request(s) in flight", grace,
              max(0, kl.in_flight))
-    if await kl.stop(grace):
-        log.info("stopped: counters written, database closed")
-        return
-    # A step overran (named above) and is still pending: asyncio.run would wait for it again, and a thread it
-    # holds would keep the interpreter up. What could be written has been; end here.
-    log.warning("stopped, leaving the steps named above unfinished")
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    clean = False
+    try:
+        clean = await kl.stop(grace)
+        clean = await settle() and clean
+    except Exception:
+        log.exception("stopping failed")
+    if not clean:
+        # something named above is still pending: asyncio.run would wait for it again, and a thread it holds
+        # would keep the interpreter up. What could be written has been; end here (server/shutdown.py).
+        log.warning("stopped, leaving what is named above unfinished")
+        exit_now(1)
+    log.info("stopped: counters written, database closed")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -237,6 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else:
                     uvloop.install()
             asyncio.run(run(worker, on_ready))
+            stuck = threads_left()
+            if stuck:  # the interpreter would wait for them at exit, without limit
+                log.warning("stopped, leaving threads that did not end: %s", ", ".join(stuck))
+                exit_now(1)
         except (StartupError, DataDirBusy, DatabaseUnusable, SchemaTooNew) as e:
             log.error("Keyloom cannot start: %s", e)
             return 2

@@ -23,12 +23,14 @@ line. Then it forks the workers and only supervises:
   MAX_FAILS times in a row, the parent gives up with status 1;
 - SIGTERM/SIGINT: every worker gets SIGTERM (each stops as a single Keyloom does: no new connections, the
   requests in flight finish within SHUTDOWN_GRACE, counts written), the parent waits for all of them (and
-  kills what is still there SHUTDOWN_GRACE + 30 s later), then exits 0;
+  kills what is still there SHUTDOWN_GRACE + 30 s later: a worker's own stop is bounded within that, see
+  server/shutdown.py), then exits 0;
 - the parent dying by kill -9: on Linux each worker is sent SIGTERM by the kernel (PR_SET_PDEATHSIG), so no
   orphan keeps serving.
 """
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import select
@@ -39,13 +41,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .shutdown import STOP_BEYOND_GRACE
 from .store.lock import DataDirLock
 
 log = logging.getLogger("keyloom.workers")
 
 MAX_FAILS = 5          # consecutive replacements of one slot that died before serving, when none is alive
 MAX_BACKOFF = 30.0     # seconds, at most, between two replacements of one slot
-STOP_EXTRA = 30.0      # seconds beyond SHUTDOWN_GRACE before a worker that will not stop is killed
+STOP_EXTRA = STOP_BEYOND_GRACE  # seconds beyond SHUTDOWN_GRACE before a worker that will not stop is killed
 
 
 def requires_redis(workers: int, redis_url: str) -> str | None:
@@ -123,7 +126,7 @@ class Supervisor:
             os.set_blocking(fd, False)
         self._stopping = False
         self._buf = b""
-        old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)}
+        old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGUSR1)}
         for s in old:
             signal.signal(s, self._on_signal)
         old_wakeup = signal.set_wakeup_fd(self._wake_w)
@@ -144,6 +147,10 @@ class Supervisor:
                 os.close(fd)
 
     def _on_signal(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGUSR1:  # README: every thread's stack to the log; here, and each worker its own
+            faulthandler.dump_traceback(all_threads=True)
+            self._signal_all(signal.SIGUSR1)
+            return
         if signum in (signal.SIGTERM, signal.SIGINT) and not self._stopping:
             self._stopping = True
             log.info("stopping: %s to each worker", signal.Signals(signal.SIGTERM).name)
@@ -173,6 +180,7 @@ class Supervisor:
             signal.set_wakeup_fd(-1)
             for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
                 signal.signal(s, signal.SIG_DFL)
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the worker's own (server/main.py) is set
             for fd in (self._ready_r, self._wake_r, self._wake_w):
                 os.close(fd)
             _die_with_parent()

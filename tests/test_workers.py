@@ -156,6 +156,25 @@ def test_a_worker_killed_with_sigkill_is_replaced(tmp_path, redis):
         assert p.stop(signal.SIGTERM, timeout=60) == 0, p.output()
 
 
+def test_sigusr1_to_the_parent_prints_its_stacks_and_each_workers_and_all_go_on(tmp_path, redis):
+    """README: `kill -USR1 <pid>` prints every thread's stack; with WORKERS, the parent's pid is the one people
+    have, so it prints its own and passes the signal on to each worker (which SIGUSR1 would otherwise kill)."""
+    p = start_workers(tmp_path, redis.url)
+    try:
+        wait_until(lambda: "2 workers serving" in p.output(), "both workers serving")
+        pids = wait_until(lambda: (c := children(p.proc.pid)) and len(c) == 2 and c, "two workers")
+        before = len(p.output())
+        p.proc.send_signal(signal.SIGUSR1)
+        # three dumps, each ending in the main thread's outermost frame (run.py)
+        wait_until(lambda: p.output()[before:].count("run.py") >= 3, "the parent's and both workers' stacks")
+        out = p.output()[before:]
+        assert out.count("Current thread") == 3 and "server/workers.py" in out, out
+        assert children(p.proc.pid) == pids  # nobody died of it
+        workers_seen(p.url, {0, 1})
+    finally:
+        assert p.stop(signal.SIGTERM, timeout=60) == 0, p.output()
+
+
 # -- which process answered (one process, in-process, SQLite) ----------------------------------------------
 
 def test_health_and_metrics_name_the_replica_worker_and_store(start_keyloom):
