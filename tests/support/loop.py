@@ -33,3 +33,5 @@ class LoopThread:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():  # closed here, not left to the garbage collector: an unclosed loop found
+            self.loop.close()           # later fails whatever test is running then, as a ResourceWarning
