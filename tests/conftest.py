@@ -171,6 +171,17 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(autouse=True)
+def _browser_watch(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that uses `browser` fails instead of hanging when a Playwright call never returns."""
+    if "browser" not in request.fixturenames:
+        yield
+        return
+    from tests.support.browser import watch_test
+
+    yield from watch_test()
+
+
+@pytest.fixture(autouse=True)
 def _close_clients() -> Iterator[None]:
     """Clients a test opened (tests/support/closing.py) are closed when it ends."""
     yield

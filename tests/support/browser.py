@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 import threading
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ expect = sync_api.expect
 
 
 CLOSE_WITHIN = 60.0  # seconds a Chromium gets to close before the watchdog kills it
+TEST_WITHIN = 180.0  # seconds a browser test may take (each takes under 15 here) before the watchdog kills it
 DRIVER_WITHIN = 30.0  # then seconds before it kills Playwright's driver too (the close then raises)
 
 
@@ -56,34 +59,66 @@ def _below(pid: int, name: str) -> list[int]:
     return found
 
 
+class Watchdog:
+    """Kills this process's Chromium if `within` seconds pass before `done()`, and Playwright's driver (node)
+    DRIVER_WITHIN seconds after that, so a Playwright call that never returns (a close, an evaluate: they have no
+    timeout of their own) raises instead of hanging the run. What the main thread was doing when it fired is kept
+    in `stuck`, for the failure to show."""
+
+    def __init__(self, within: float) -> None:
+        self.stuck: str | None = None
+        self._done = threading.Event()
+        self._main = threading.main_thread().ident
+        self._within = within
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        for name, within in (("chrom", self._within), ("node", DRIVER_WITHIN)):
+            if self._done.wait(within):
+                return
+            if self.stuck is None:
+                frame = sys._current_frames().get(self._main or 0)
+                self.stuck = "".join(traceback.format_stack(frame)) if frame is not None else "(unknown)"
+            for pid in _below(os.getpid(), name):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    def done(self) -> None:
+        self._done.set()
+        self._thread.join(5)
+
+
 def launch() -> Iterator[Any]:
-    """The body of the `browser` fixture (tests/conftest.py): one headless Chromium per test module. Closing it is
-    watched: a Chromium that does not exit within CLOSE_WITHIN seconds (seen once in a full run: the module's
-    last test done, the close never returning) is killed, and Playwright's driver DRIVER_WITHIN seconds later if the
-    close still has not returned, so a test run can end instead of hanging."""
+    """The body of the `browser` fixture (tests/conftest.py): one headless Chromium per test module. Each test is
+    watched (`watch_test`), and so is the close: a Chromium that does not exit within CLOSE_WITHIN seconds (seen
+    in full runs: the module's last test done, the close never returning) is killed, and Playwright's driver
+    DRIVER_WITHIN seconds later if the close still has not returned, so a test run can end instead of hanging."""
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         yield b
-        closed = threading.Event()
-
-        def watchdog() -> None:
-            # Chromium first; if the close still has not returned, Playwright's driver (node), which ends it
-            for name, within in (("chrom", CLOSE_WITHIN), ("node", DRIVER_WITHIN)):
-                if closed.wait(within):
-                    return
-                for pid in _below(os.getpid(), name):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
-        guard = threading.Thread(target=watchdog, daemon=True)
-        guard.start()
+        guard = Watchdog(CLOSE_WITHIN)
         try:
             b.close()
         finally:
-            closed.set()
-            guard.join(5)
+            guard.done()
+
+
+def watch_test() -> Iterator[None]:
+    """The body of the autouse `_browser_watch` fixture (tests/conftest.py) for a test that uses `browser`:
+    past TEST_WITHIN seconds its Chromium is killed, so the Playwright call it waits in raises, and the test fails
+    saying where it was stuck (Playwright's own timeouts cover waits for a page, not a close or an evaluate)."""
+    guard = Watchdog(TEST_WITHIN)
+    try:
+        yield
+    finally:
+        guard.done()
+    if guard.stuck is not None:
+        pytest.fail(f"the browser test ran past {TEST_WITHIN:g}s and its Chromium was killed; it was at:\n"
+                    f"{guard.stuck}", pytrace=False)
 
 
 def shot(page: Any, name: str) -> Path:
