@@ -19,7 +19,7 @@ import pytest
 
 from server.redact import fingerprint
 from tests.conftest import KEYS
-from tests.support.browser import ARTIFACTS, expect
+from tests.support.browser import ARTIFACTS, expect, scroll_into_view
 
 ADMIN = "admin-password-abcdefghij"
 SHOTS = ARTIFACTS / "keys"
@@ -298,7 +298,7 @@ def test_key_management_and_client_keys_at_phone_width(browser, running, lang):
     expect(detail.locator("svg.key-history rect.bar-ok")).to_have_count(1)
     expect(row(page, FPS[0])).to_have_css("display", "block")  # tables become cards
     no_overflow(page, 390)
-    detail.scroll_into_view_if_needed()
+    scroll_into_view(detail)
     page.screenshot(path=str(SHOTS / f"key-details-phone-{lang}.png"))
     page.click("#ck-create summary")
     page.fill("#ck-create-form input[name='name']", "phone-app")

@@ -19,7 +19,7 @@ from server.auth import PASSWORD_FILE, load_or_create_password
 from server.demo import DEMO_KEYS, _answer, start_demo_upstream
 from server.settings import Settings
 from tests.conftest import PASSWORD, keyloom_env
-from tests.support.browser import ARTIFACTS, README_SHOTS, expect
+from tests.support.browser import ARTIFACTS, README_SHOTS, expect, scroll_into_view
 
 ADMIN = "admin-password-abcdefghij"
 PAGES = ARTIFACTS / "pages"
@@ -94,7 +94,7 @@ def test_settings_save_button_sits_in_its_row_under_a_header(browser, start_keyl
     dashboard_sign_in(page, running.url)
     row = page.locator("#set-body tr[data-setting='MAX_MESSAGES']")
     save = row.locator("button", has_text="Save")
-    row.scroll_into_view_if_needed()
+    scroll_into_view(row)
     r, b = box(row), box(save)
     assert r["y"] - 0.5 <= b["y"] and b["y"] + b["height"] <= r["y"] + r["height"] + 0.5, (r, b)
     if not phone:

@@ -121,6 +121,19 @@ def watch_test() -> Iterator[None]:
                     f"{guard.stuck}", pytrace=False)
 
 
+def scroll_into_view(locator: Any, tries: int = 5) -> None:
+    """`locator.scroll_into_view_if_needed()`, tried again on a fresh element when the one it found was replaced
+    mid-scroll: the dashboard re-renders its tables on each refresh, and Playwright does not retry that case for
+    a scroll ("Element is not attached to the DOM", seen in a full run)."""
+    for attempt in range(tries):
+        try:
+            locator.scroll_into_view_if_needed()
+            return
+        except sync_api.Error as e:
+            if "not attached to the DOM" not in str(e) or attempt == tries - 1:
+                raise
+
+
 def shot(page: Any, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
