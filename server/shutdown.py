@@ -46,17 +46,26 @@ STOP_BEYOND_GRACE = CLOSING_BUDGET + SETTLE_WITHIN + 2.0
 
 
 def where(task: asyncio.Future[Any]) -> str:
-    """The chain of coroutines `task` is suspended in, outermost first: `name (file:line) → …`."""
-    coro: Any = task.get_coro() if isinstance(task, asyncio.Task) else None
+    """The chain of coroutines `task` is suspended in, outermost first: `name (file:line) → …`; through a
+    `gather`, into its first child still pending, and through a task awaited directly, into that task."""
     parts: list[str] = []
-    while coro is not None and len(parts) < 16:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is None:
-            break
-        code = frame.f_code
-        parts.append(f"{getattr(code, 'co_qualname', code.co_name)} ({code.co_filename.rsplit('/', 1)[-1]}:"
-                     f"{frame.f_lineno})")
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    fut: Any = task
+    seen: set[int] = set()
+    while isinstance(fut, asyncio.Task) and id(fut) not in seen and len(parts) < 24:
+        seen.add(id(fut))
+        coro: Any = fut.get_coro()
+        while coro is not None and len(parts) < 24:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is None:
+                break
+            code = frame.f_code
+            parts.append(f"{getattr(code, 'co_qualname', code.co_name)} ({code.co_filename.rsplit('/', 1)[-1]}:"
+                         f"{frame.f_lineno})")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        # what the task waits on (asyncio's own attributes): a task, or a gather whose children are kept
+        waiter = getattr(fut, "_fut_waiter", None)
+        pending = [c for c in getattr(waiter, "_children", None) or () if not c.done()]
+        fut = pending[0] if pending else waiter
     return " → ".join(parts) or "unknown"
 
 

@@ -126,17 +126,21 @@ def test_where_names_the_chain_of_awaits() -> None:
     async def outer(ev: asyncio.Event) -> None:
         await inner(ev)
 
+    async def through_a_gather(ev: asyncio.Event) -> None:  # as RedisBackend.close waited for its listener
+        await asyncio.gather(asyncio.ensure_future(outer(ev)))
+
     async def scenario() -> str:
         ev = asyncio.Event()
-        task = asyncio.ensure_future(outer(ev))
-        await asyncio.sleep(0)
+        task = asyncio.ensure_future(through_a_gather(ev))
+        for _ in range(3):  # the gather's child starts on a later turn
+            await asyncio.sleep(0)
         text = where(task)
         ev.set()
         await task
         return text
 
     text = asyncio.run(scenario())
-    assert text.index("outer") < text.index("inner") < text.index("Event.wait"), text
+    assert text.index("through_a_gather") < text.index("outer") < text.index("inner") < text.index("Event.wait"), text
 
 
 def test_a_stuck_closing_step_does_not_hold_the_stop_and_the_rest_still_runs(

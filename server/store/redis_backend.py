@@ -28,6 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ApiError
+from ..shutdown import where
 
 log = logging.getLogger("keyloom.redis")
 
@@ -41,6 +42,7 @@ REFUSALS: tuple[type[BaseException], ...] = (AuthenticationError, AuthorizationE
 # MISCONF when it cannot persist) is treated like Redis being away: said once, kept in memory, retried.
 RUNTIME_ERRORS: tuple[type[BaseException], ...] = (*DOWN_ERRORS, RedisError)
 RETRY_EVERY = 0.5  # seconds between attempts to reach Redis again while it is down
+CLOSE_WAIT = 2.0   # seconds each wait of `RedisBackend.close` may take (milliseconds when well)
 
 Handler = Callable[[Any], Awaitable[None] | None]
 
@@ -160,13 +162,28 @@ class RedisBackend:
         self._listener = asyncio.ensure_future(self._listen())
 
     async def close(self) -> None:
+        """Stop listening, let the notices under way go out, close the connections. Each wait is bounded: seen
+        once, after Redis was killed and restarted, the cancelled listener took over 10 s to end (inside redis-py's
+        clean-up of its subscription, which cannot be cancelled); closing the client's connections ends such a wait,
+        so the client is closed after at most CLOSE_WAIT whatever the listener does, and the listener given another
+        CLOSE_WAIT afterwards."""
         self._closing = True
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
+        listener = self._listener
+        if listener is not None:
+            listener.cancel()
+            await self._ended(listener, "the listener for change notices")
         if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+            await asyncio.wait(set(self._pending), timeout=CLOSE_WAIT)
         await self.client.aclose()
+        if listener is not None and not listener.done():
+            await asyncio.wait({listener}, timeout=CLOSE_WAIT)
+
+    @staticmethod
+    async def _ended(task: asyncio.Task[Any], what: str) -> None:
+        done, _ = await asyncio.wait({task}, timeout=CLOSE_WAIT)
+        if not done:
+            log.warning("closing Redis: %s has not ended %gs after its cancellation (it waits in %s); closing the "
+                        "connections under it", what, CLOSE_WAIT, where(task))
 
     def went_down(self, e: BaseException | None = None) -> None:
         """Say once that Redis went away; stores keep what they hold and write it when it is back."""
@@ -262,10 +279,11 @@ class RedisBackend:
             except RedisError as e:
                 self.went_down(e)
             finally:
-                try:
-                    await pubsub.aclose()
-                except Exception:  # the connection is gone already
-                    pass
+                if not self._closing:  # when closing, the client's close ends the subscription's connection
+                    try:
+                        await pubsub.aclose()
+                    except Exception:  # the connection is gone already
+                        pass
             await asyncio.sleep(RETRY_EVERY)
 
     async def _dispatch(self, raw: Any) -> None:
